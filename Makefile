@@ -1,0 +1,43 @@
+# `make test` prepares everything a fresh machine lacks, then runs the whole suite.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | sha1sum | cut -c1-12)
+TINY_MODELS_DIR ?= var/tiny-models
+
+.PHONY: test system-deps compose-check venv tiny-models run-web run-worker messages
+
+test: venv system-deps compose-check
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first and pinned: an unpinned torch pulls several GB from the registry.
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -r requirements-dev.txt
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+system-deps:
+	bash scripts/ensure_services.sh
+	bash scripts/install_pgvector.sh
+	bash scripts/install_chromium.sh
+
+compose-check:
+	bash scripts/check_compose.sh
+
+tiny-models: venv
+	$(PY) manage.py make_tiny_models $(TINY_MODELS_DIR)
+
+messages: venv
+	$(PY) manage.py makemessages -l ru --no-obsolete
+	$(PY) manage.py compilemessages
+
+run-web: venv
+	$(PY) manage.py migrate && $(VENV)/bin/daphne -b 127.0.0.1 -p 8000 diagramsite.asgi:application
+
+run-worker: venv
+	$(PY) manage.py runworker describer-gpu

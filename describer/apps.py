@@ -1,0 +1,7 @@
+from django.apps import AppConfig
+
+
+class DescriberConfig(AppConfig):
+    name = "describer"
+    verbose_name = "Describer"
+    default_auto_field = "django.db.models.BigAutoField"

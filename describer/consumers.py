@@ -1,0 +1,93 @@
+"""WebSocket of a conversion's page: live progress as HTML fragments for htmx-ext-ws.
+
+Only the conversion's owner is admitted: anyone else is closed with code 4401
+(not logged in) or 4404 (no such conversion of yours). Foreign origins never get
+here: asgi.py wraps the router in AllowedHostsOriginValidator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.template.loader import render_to_string
+
+from describer.models import Conversion
+from describer.progress import group_name
+
+CLOSE_NOT_LOGGED_IN = 4401
+CLOSE_NOT_FOUND = 4404
+QUEUE_REFRESH_SECONDS = 2
+
+
+class ConversionProgressConsumer(AsyncWebsocketConsumer):
+    conversion_id = None
+    queue_task: asyncio.Task | None = None
+
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        # Accept first, then close: a close before accept loses the code.
+        await self.accept()
+        if user is None or not user.is_authenticated:
+            await self.close(code=CLOSE_NOT_LOGGED_IN)
+            return
+        self.conversion_id = self.scope["url_route"]["kwargs"]["pk"]
+        conversion = await self.load(user)
+        if conversion is None:
+            await self.close(code=CLOSE_NOT_FOUND)
+            return
+        await self.channel_layer.group_add(group_name(self.conversion_id), self.channel_name)
+        if conversion.is_finished:
+            await self.send_result(conversion)
+            return
+        await self.send_live(conversion, stage=conversion.stage, text=conversion.output_raw,
+                             tokens=conversion.tokens_generated, elapsed=None)
+        if conversion.status == Conversion.Status.QUEUED:
+            self.queue_task = asyncio.create_task(self.watch_queue(user))
+
+    async def disconnect(self, code) -> None:
+        if self.queue_task:
+            self.queue_task.cancel()
+        if self.conversion_id:
+            await self.channel_layer.group_discard(group_name(self.conversion_id), self.channel_name)
+
+    async def conversion_progress(self, event: dict) -> None:
+        if self.queue_task:
+            self.queue_task.cancel()
+            self.queue_task = None
+        conversion = await self.load(self.scope["user"])
+        if conversion is not None:
+            await self.send_live(conversion, stage=event["stage"], text=event["text"],
+                                 tokens=event["tokens"], elapsed=event["elapsed"])
+
+    async def conversion_finished(self, event: dict) -> None:
+        conversion = await self.load(self.scope["user"])
+        if conversion is not None:
+            await self.send_result(conversion)
+
+    async def watch_queue(self, user) -> None:
+        """While waiting, keep the queue position fresh."""
+        while True:
+            await asyncio.sleep(QUEUE_REFRESH_SECONDS)
+            conversion = await self.load(user)
+            if conversion is None or conversion.status != Conversion.Status.QUEUED:
+                return
+            await self.send_live(conversion, stage=conversion.stage, text="", tokens=0, elapsed=None)
+
+    @database_sync_to_async
+    def load(self, user) -> Conversion | None:
+        return Conversion.objects.filter(pk=self.conversion_id, owner=user).first()
+
+    async def send_live(self, conversion: Conversion, **progress) -> None:
+        html = await database_sync_to_async(render_to_string)(
+            "describer/_live_update.html", {"conversion": conversion, **progress}
+        )
+        await self.send(text_data=html)
+
+    async def send_result(self, conversion: Conversion) -> None:
+        html = await database_sync_to_async(render_to_string)(
+            "describer/_result_update.html", {"conversion": conversion}
+        )
+        await self.send(text_data=html)
+        await self.close()

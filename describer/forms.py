@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+from django import forms
+from django.conf import settings
+from django.contrib.auth.forms import UserCreationForm
+from django.utils.translation import gettext_lazy as _
+
+from describer.images import NormalisedImage, allowed_text, check_extension, check_size, normalise_upload
+from describer.models import Conversion
+
+
+class UploadForm(forms.Form):
+    image = forms.FileField(
+        label=_("Diagram image"),
+        widget=forms.ClearableFileInput(attrs={"accept": "image/png,image/jpeg"}),
+    )
+    language = forms.ChoiceField(
+        label=_("Language of the description"), choices=Conversion.Language.choices, required=False
+    )
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["image"].help_text = allowed_text()
+        self.normalised: NormalisedImage | None = None
+
+    def clean_image(self):
+        upload = self.cleaned_data["image"]
+        # Cheap checks first, so a 2 GB file is refused before it is read into memory.
+        check_extension(upload.name)
+        check_size(upload.size)
+        self.normalised = normalise_upload(upload.read(), upload.name)
+        return upload
+
+
+class TextForm(forms.Form):
+    text = forms.CharField(
+        label=_("Process description"),
+        widget=forms.Textarea(attrs={"rows": 14}),
+        strip=True,
+        error_messages={"required": _("Write or paste a description of the process first.")},
+    )
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        limit = settings.TEXT_INPUT_MAX_CHARS
+        self.fields["text"].widget.attrs["maxlength"] = limit
+        self.fields["text"].help_text = _("At most %(limit)s characters.") % {"limit": f"{limit:,}"}
+
+    def clean_text(self):
+        text = self.cleaned_data["text"]
+        limit = settings.TEXT_INPUT_MAX_CHARS
+        if len(text) > limit:
+            raise forms.ValidationError(
+                _("The text has %(length)s characters; at most %(limit)s are allowed.")
+                % {"length": f"{len(text):,}", "limit": f"{limit:,}"}
+            )
+        return text
+
+
+class HistoryFilterForm(forms.Form):
+    q = forms.CharField(label=_("Search"), required=False, max_length=200)
+    kind = forms.ChoiceField(label=_("Kind"), required=False, choices=[("", _("All kinds")), *Conversion.Kind.choices])
+    status = forms.ChoiceField(
+        label=_("Status"), required=False, choices=[("", _("All statuses")), *Conversion.Status.choices]
+    )
+
+    def filter(self, queryset):
+        if not self.is_valid():
+            return queryset
+        data = self.cleaned_data
+        if data["kind"]:
+            queryset = queryset.filter(kind=data["kind"])
+        if data["status"]:
+            queryset = queryset.filter(status=data["status"])
+        return queryset.search(data["q"])
+
+
+class SignupForm(UserCreationForm):
+    pass

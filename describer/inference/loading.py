@@ -1,0 +1,191 @@
+"""Load the describer's models: a Qwen2.5-VL vision-language model and a CLIP embedder.
+
+The same functions load the real models (hub ids, downloaded into the cache on first start)
+and the tiny local test models (directories), so tests exercise the production code path.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from describer.inference.errors import ModelUnavailable, OutOfMemory
+from describer.inference.tiny import ensure_tiny_models
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+    from transformers import PreTrainedModel, ProcessorMixin
+
+logger = logging.getLogger("describer.inference")
+
+DEFAULT_VLM = "Qwen/Qwen2.5-VL-3B-Instruct"
+DEFAULT_CLIP = "clip-ViT-B-32"
+TINY = "tiny"
+# One image token covers 28x28 pixels; fewer than 4 tokens per image is useless.
+MIN_IMAGE_PIXELS = 4 * 28 * 28
+DEFAULT_MAX_IMAGE_PIXELS = 1280 * 28 * 28
+QUANTIZATIONS = ("nf4", "bf16")
+
+
+def resolve_model_sources() -> tuple[str, str]:
+    """Return (vlm_source, clip_source) from settings: hub ids or local directories.
+
+    DESCRIBER_MODEL=tiny builds the tiny random models once (TINY_MODELS_DIR) and uses both.
+    """
+    from django.conf import settings
+
+    vlm_source = getattr(settings, "DESCRIBER_MODEL", DEFAULT_VLM) or DEFAULT_VLM
+    clip_source = getattr(settings, "CLIP_MODEL", DEFAULT_CLIP) or DEFAULT_CLIP
+    if vlm_source.strip().lower() == TINY:
+        paths = ensure_tiny_models(Path(settings.TINY_MODELS_DIR))
+        logger.warning("DESCRIBER_MODEL=tiny: using tiny random models from %s; they write nonsense.", paths.vlm.parent)
+        return str(paths.vlm), str(paths.clip)
+    return vlm_source, clip_source
+
+
+def load_vlm(
+    source: str,
+    *,
+    max_vram: str,
+    max_ram: str,
+    quantization: str,
+    cache_dir: str,
+    max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+) -> tuple[PreTrainedModel, ProcessorMixin]:
+    """Load Qwen2.5-VL and its processor; raise ModelUnavailable or OutOfMemory with a readable message.
+
+    On CUDA, ``quantization`` picks 4-bit NF4 (bitsandbytes) or plain bf16, and accelerate keeps
+    the weights within ``max_vram`` on GPU 0 and ``max_ram`` on the CPU. Without CUDA the model
+    runs in float32 on the CPU.
+    """
+    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+
+    _check_local_source(source)
+    kwargs = _vlm_load_kwargs(max_vram=max_vram, max_ram=max_ram, quantization=quantization)
+    _log_load_start("vision-language model", source, cache_dir, kwargs)
+    with _load_errors(source):
+        processor = AutoProcessor.from_pretrained(source, cache_dir=cache_dir or None)
+        model = Qwen2_5_VLForConditionalGeneration.from_pretrained(source, cache_dir=cache_dir or None, **kwargs)
+    model.eval()
+    configure_processor(processor, max_pixels=max_pixels)
+    logger.info("Loaded %s on %s (%s).", source, model.device, _describe_precision(kwargs))
+    return model, processor
+
+
+def configure_processor(processor: ProcessorMixin, *, max_pixels: int) -> None:
+    """Bound the image size the model sees and pad batches on the left, as generation needs."""
+    from transformers.image_utils import SizeDict
+
+    min_pixels = min(MIN_IMAGE_PIXELS, max_pixels)
+    # The image processor reads its bounds from ``size`` (min_pixels/max_pixels are deprecated names).
+    processor.image_processor.size = SizeDict(shortest_edge=min_pixels, longest_edge=max_pixels)
+    # Decoder-only generation continues from the last position: padding must come first.
+    processor.tokenizer.padding_side = "left"
+
+
+def load_clip(source: str, cache_dir: str) -> SentenceTransformer:
+    """Load a sentence-transformers CLIP model (hub name like clip-ViT-B-32, or a directory)."""
+    from sentence_transformers import SentenceTransformer
+
+    _check_local_source(source)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    _log_load_start("CLIP embedder", source, cache_dir, {"device_map": device})
+    with _load_errors(source):
+        model = SentenceTransformer(source, device=device, cache_folder=cache_dir or None)
+    model.eval()
+    logger.info("Loaded %s on %s (%d-dimensional embeddings).", source, device, model.get_embedding_dimension())
+    return model
+
+
+def _vlm_load_kwargs(*, max_vram: str, max_ram: str, quantization: str) -> dict[str, Any]:
+    if not torch.cuda.is_available():
+        # No GPU: full precision on the CPU (bf16 and 4-bit kernels are slow or missing there).
+        return {"dtype": torch.float32, "device_map": "cpu"}
+    if quantization not in QUANTIZATIONS:
+        raise ModelUnavailable(
+            f"MODEL_QUANTIZATION={quantization!r} is not supported; use one of: {', '.join(QUANTIZATIONS)}."
+        )
+    compute_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    kwargs: dict[str, Any] = {
+        "dtype": compute_dtype,
+        "device_map": "auto",
+        "max_memory": {0: max_vram, "cpu": max_ram},
+    }
+    if quantization == "nf4":
+        kwargs["quantization_config"] = _nf4_config(compute_dtype)
+    return kwargs
+
+
+def _nf4_config(compute_dtype: torch.dtype) -> Any:
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=compute_dtype,
+    )
+
+
+def _check_local_source(source: str) -> None:
+    """Fail early and clearly for a path that does not exist (instead of a hub lookup error)."""
+    looks_like_path = source.startswith(("/", "./", "../", "~")) or Path(source).expanduser().exists()
+    if looks_like_path and not Path(source).expanduser().is_dir():
+        raise ModelUnavailable.for_source(source, "no such directory")
+
+
+def _log_load_start(what: str, source: str, cache_dir: str, kwargs: dict[str, Any]) -> None:
+    if Path(source).expanduser().is_dir():
+        logger.info("Loading the %s from the local directory %s (%s).", what, source, _describe_precision(kwargs))
+        return
+    cache = cache_dir or "the Hugging Face default cache (HF_HOME)"
+    logger.info(
+        "Loading the %s %s (%s) from the Hugging Face hub via %s. The first start downloads the weights "
+        "into that cache (several GB for the describer; progress bars follow); later starts reuse it.",
+        what,
+        source,
+        _describe_precision(kwargs),
+        cache,
+    )
+
+
+def _describe_precision(kwargs: dict[str, Any]) -> str:
+    if "quantization_config" in kwargs:
+        return f"4-bit NF4, max memory {kwargs['max_memory']}"
+    if "max_memory" in kwargs:
+        return f"{kwargs['dtype']}, max memory {kwargs['max_memory']}"
+    return f"{kwargs.get('dtype', 'float32')} on {kwargs['device_map']}"
+
+
+@contextmanager
+def _load_errors(source: str) -> Iterator[None]:
+    """Turn any loading failure into ModelUnavailable/OutOfMemory with a one-line reason.
+
+    The full traceback goes to the log; the message stays short enough to show to a user.
+    """
+    try:
+        yield
+    except ModelUnavailable:
+        raise
+    except torch.cuda.OutOfMemoryError as exc:
+        logger.exception("Loading %s ran out of GPU memory.", source)
+        torch.cuda.empty_cache()
+        raise OutOfMemory(
+            f"The GPU ran out of memory while loading {source}; "
+            "lower MODEL_MAX_VRAM so more stays on the CPU, or use MODEL_QUANTIZATION=nf4."
+        ) from exc
+    except Exception as exc:
+        logger.exception("Loading %s failed.", source)
+        raise ModelUnavailable.for_source(source, short_reason(exc)) from exc
+
+
+def short_reason(exc: BaseException, limit: int = 300) -> str:
+    """First line of an exception message, trimmed: library errors can be dozens of lines."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    reason = lines[0] if lines else type(exc).__name__
+    return reason if len(reason) <= limit else reason[: limit - 1] + "…"

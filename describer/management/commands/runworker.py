@@ -1,0 +1,47 @@
+"""`runworker describer-gpu`: Channels' runworker, plus the model runtime and
+the job loop for the describer channel. Other channels run unchanged."""
+
+from __future__ import annotations
+
+import logging
+import signal
+
+from channels.management.commands.runworker import Command as ChannelsRunworker
+from django.conf import settings
+
+from describer import worker
+
+log = logging.getLogger("describer.worker")
+
+
+class Command(ChannelsRunworker):
+    help = "Run a Channels worker; for the describer-gpu channel, load the models and run conversions."
+
+    def handle(self, *args, **options):
+        if settings.WORKER_CHANNEL not in options["channels"]:
+            return super().handle(*args, **options)
+        # Only the worker process imports torch, and only here.
+        from describer.inference.errors import InferenceError
+        from describer.inference.runtime import DescriberRuntime
+
+        log.info("loading models (DESCRIBER_MODEL=%s, CLIP_MODEL=%s)", settings.DESCRIBER_MODEL, settings.CLIP_MODEL)
+        try:
+            runtime = DescriberRuntime.from_settings()
+        except InferenceError as error:
+            # Stay up and fail each job with the reason, so users see it on their pages.
+            log.error("models unavailable: %s", error)
+            runtime = worker.UnavailableRuntime(error)
+        worker.current_loop = loop = worker.JobLoop(runtime)
+        signal.signal(signal.SIGTERM, self.on_sigterm)
+        loop.start()
+        try:
+            super().handle(*args, **options)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            # Let the running job notice, give it back to the queue, and exit.
+            loop.stop()
+            loop.thread.join(timeout=30)
+
+    def on_sigterm(self, signum, frame):
+        raise KeyboardInterrupt

@@ -1,0 +1,212 @@
+"""Data of diagramsite: conversions (the user's jobs and their history) and
+curated retrieval examples.
+
+PostgreSQL is the job queue: a queued Conversion row *is* the job; the channel
+message to the worker is only a wake-up (see describer/jobs.py).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.text import slugify
+from django.utils.translation import gettext_lazy as _
+from pgvector.django import CosineDistance, HnswIndex, VectorField
+
+from describer.storage import random_upload_path
+
+EMBEDDING_DIMENSIONS = 512
+
+
+class ConversionQuerySet(models.QuerySet):
+    def owned_by(self, user) -> ConversionQuerySet:
+        return self.filter(owner=user)
+
+    def search(self, text: str) -> ConversionQuerySet:
+        text = text.strip()
+        if not text:
+            return self
+        return self.filter(
+            Q(title__icontains=text)
+            | Q(input_text__icontains=text)
+            | Q(output_text__icontains=text)
+            | Q(output_mermaid__icontains=text)
+            | Q(original_filename__icontains=text)
+        )
+
+    def queued(self) -> ConversionQuerySet:
+        return self.filter(status=Conversion.Status.QUEUED)
+
+    def stale_running(self) -> ConversionQuerySet:
+        cutoff = timezone.now() - timedelta(seconds=settings.DESCRIBER_STALE_AFTER_S)
+        return self.filter(status=Conversion.Status.RUNNING, heartbeat_at__lt=cutoff)
+
+
+class Conversion(models.Model):
+    """One job of either kind, and afterwards its entry in the user's history."""
+
+    class Kind(models.TextChoices):
+        DIAGRAM_TO_TEXT = "diagram_to_text", _("Diagram → text")
+        TEXT_TO_DIAGRAM = "text_to_diagram", _("Text → diagram")
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", _("Queued")
+        RUNNING = "running", _("Running")
+        DONE = "done", _("Done")
+        FAILED = "failed", _("Failed")
+
+    class Stage(models.TextChoices):
+        QUEUED = "queued", _("Waiting in the queue")
+        PREPROCESSING = "preprocessing", _("Preprocessing the image")
+        RETRIEVAL = "retrieval", _("Finding similar examples")
+        GENERATION = "generation", _("Writing")
+        POSTPROCESSING = "postprocessing", _("Structuring the result")
+        FINISHED = "finished", _("Finished")
+
+    class Language(models.TextChoices):
+        AUTO = "", _("Same as the diagram")
+        ENGLISH = "en", _("English")
+        RUSSIAN = "ru", _("Russian")
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversions")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    stage = models.CharField(max_length=20, choices=Stage.choices, default=Stage.QUEUED)
+    title = models.CharField(max_length=200, blank=True)
+    language = models.CharField(max_length=5, choices=Language.choices, blank=True)
+
+    input_image = models.ImageField(upload_to=random_upload_path, blank=True)
+    input_thumbnail = models.ImageField(upload_to=random_upload_path, blank=True)
+    original_filename = models.CharField(max_length=255, blank=True)
+    image_width = models.PositiveIntegerField(null=True, blank=True)
+    image_height = models.PositiveIntegerField(null=True, blank=True)
+    input_text = models.TextField(blank=True)
+
+    output_raw = models.TextField(blank=True, help_text="The model's text as it streamed.")
+    output_text = models.TextField(blank=True, help_text="The structured description (Markdown).")
+    output_structure = models.JSONField(null=True, blank=True)
+    output_mermaid = models.TextField(blank=True)
+    error_message = models.TextField(blank=True)
+
+    # Round trip: a text→diagram conversion drawn from a diagram→text result.
+    source = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="derived")
+
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    worker = models.CharField(max_length=100, blank=True)
+    tokens_generated = models.PositiveIntegerField(default=0)
+    # Seconds: queue_wait, preprocessing, retrieval, first_token, generation; tokens_per_s.
+    timings = models.JSONField(default=dict, blank=True)
+
+    objects = ConversionQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["owner", "-created_at"]), models.Index(fields=["status", "created_at"])]
+
+    def __str__(self) -> str:
+        return self.title or self.original_filename or str(self.id)
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in (self.Status.DONE, self.Status.FAILED)
+
+    def get_absolute_url(self) -> str:
+        return reverse("detail", args=[self.id])
+
+    def download_stem(self) -> str:
+        """A safe file name for downloads (ASCII letters, digits, dashes)."""
+        stem = slugify(self.title)[:60] or "conversion"
+        return f"{stem}-{str(self.id)[:8]}"
+
+    def delete_files(self) -> None:
+        for field in (self.input_image, self.input_thumbnail):
+            if field:
+                field.delete(save=False)
+
+    def queue_position(self) -> int | None:
+        """1 for the next job to run; None once it is no longer waiting."""
+        if self.status != self.Status.QUEUED:
+            return None
+        ahead = Conversion.objects.queued().filter(created_at__lt=self.created_at).count()
+        return ahead + 1
+
+
+class ExampleQuerySet(models.QuerySet):
+    def embedded(self) -> ExampleQuerySet:
+        return self.filter(embedding__isnull=False)
+
+    def nearest(self, embedding, *, k: int, max_distance: float | None = None) -> ExampleQuerySet:
+        """The k examples closest to `embedding` by cosine distance (HNSW index)."""
+        queryset = self.embedded().annotate(distance=CosineDistance("embedding", embedding)).order_by("distance")
+        if max_distance is not None:
+            queryset = queryset.filter(distance__lte=max_distance)
+        return queryset[:k]
+
+
+class Example(models.Model):
+    """A curated diagram with its reference description, used as retrieval context."""
+
+    class DiagramType(models.TextChoices):
+        FLOWCHART = "flowchart", _("Flowchart")
+        BPMN = "bpmn", _("BPMN process")
+        OTHER = "other", _("Other")
+
+    class Language(models.TextChoices):
+        ENGLISH = "en", _("English")
+        RUSSIAN = "ru", _("Russian")
+        OTHER = "other", _("Other")
+
+    name = models.SlugField(max_length=200, unique=True, null=True, blank=True, help_text=_("Import/export file name."))
+    image = models.ImageField(upload_to="examples/")
+    image_sha256 = models.CharField(max_length=64, blank=True)
+    description = models.TextField()
+    mermaid = models.TextField(blank=True)
+    diagram_type = models.CharField(max_length=20, choices=DiagramType.choices, default=DiagramType.FLOWCHART)
+    language = models.CharField(max_length=10, choices=Language.choices, default=Language.ENGLISH)
+    embedding = VectorField(dimensions=EMBEDDING_DIMENSIONS, null=True, blank=True, editable=False)
+    embedding_model = models.CharField(max_length=200, blank=True, editable=False)
+    source_conversion = models.ForeignKey(
+        Conversion, null=True, blank=True, on_delete=models.SET_NULL, related_name="promoted_examples"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = ExampleQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name", "id"]
+        indexes = [
+            HnswIndex(
+                name="example_embedding_hnsw",
+                fields=["embedding"],
+                m=16,
+                ef_construction=64,
+                opclasses=["vector_cosine_ops"],
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.name or self.description[:60]
+
+
+class ConversionExample(models.Model):
+    """Which examples a conversion's prompt used, and how similar they were."""
+
+    conversion = models.ForeignKey(Conversion, on_delete=models.CASCADE, related_name="examples_used")
+    example = models.ForeignKey(Example, null=True, on_delete=models.SET_NULL, related_name="+")
+    similarity = models.FloatField()
+    rank = models.PositiveSmallIntegerField()
+
+    class Meta:
+        ordering = ["rank"]

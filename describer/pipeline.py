@@ -1,0 +1,141 @@
+"""What the worker does with one claimed job.
+
+Runs in the worker process only. The model runtime (describer/inference, the
+only code that imports torch) is passed in, never imported here at module level.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from django.conf import settings
+from django.db import close_old_connections
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from describer import jobs, postprocess, prompts
+from describer.images import load_for_model
+from describer.models import Conversion, ConversionExample, Example
+from describer.progress import Broadcaster, JobProgress
+
+if TYPE_CHECKING:
+    from describer.inference.runtime import DescriberRuntime
+
+log = logging.getLogger(__name__)
+
+
+class WorkerStopping(Exception):
+    """The worker is shutting down; the job goes back to the queue."""
+
+
+class JobRunner:
+    def __init__(self, runtime: DescriberRuntime, broadcaster: Broadcaster, should_stop=lambda: False) -> None:
+        self.runtime = runtime
+        self.broadcaster = broadcaster
+        self.should_stop = should_stop
+
+    def run(self, job: Conversion) -> None:
+        """Run one job to done or failed; never raises (the worker must live on)."""
+        close_old_connections()
+        progress = JobProgress(job, self.broadcaster)
+        try:
+            if job.kind == Conversion.Kind.DIAGRAM_TO_TEXT:
+                self.describe(job, progress)
+            else:
+                raise NotImplementedError(_("Text → diagram conversions are not available yet."))
+        except WorkerStopping:
+            jobs.release_job(job)
+            log.info("released %s: worker stopping", job.pk)
+            return
+        except Exception as error:  # noqa: BLE001 - every failure becomes the job's readable message
+            self.fail(job, error)
+        progress.finished()
+
+    def fail(self, job: Conversion, error: Exception) -> None:
+        from describer.inference.errors import InferenceError
+
+        if isinstance(error, (InferenceError, NotImplementedError)):
+            message = str(error)
+            log.warning("job %s failed: %s", job.pk, message)
+        else:
+            log.exception("job %s failed", job.pk)
+            message = _("The conversion failed because of an internal error (%(kind)s: %(error)s).") % {
+                "kind": type(error).__name__,
+                "error": str(error)[:300],
+            }
+        close_old_connections()
+        jobs.fail_job(job, message)
+
+    def describe(self, job: Conversion, progress: JobProgress) -> None:
+        timings = {"queue_wait_s": _seconds(job.started_at - job.created_at)}
+        started = time.monotonic()
+        progress.stage(Conversion.Stage.PREPROCESSING)
+        image = load_for_model(job.input_image.path, settings.DESCRIBER_MAX_PIXELS)
+        timings["preprocessing_s"] = _since(started)
+
+        progress.stage(Conversion.Stage.RETRIEVAL)
+        started = time.monotonic()
+        examples = self.retrieve(job, image)
+        timings["retrieval_s"] = _since(started)
+
+        progress.stage(Conversion.Stage.GENERATION)
+        request = self.runtime.request(
+            prompts.describe_messages(image, [example.description for example in examples], job.language),
+            max_new_tokens=settings.DESCRIBER_MAX_NEW_TOKENS,
+            min_new_tokens=settings.DESCRIBER_MIN_NEW_TOKENS,
+        )
+        timings.update(self.generate(request, progress))
+
+        progress.stage(Conversion.Stage.POSTPROCESSING)
+        structure = postprocess.structure_description(progress.text, job.language)
+        Conversion.objects.filter(pk=job.pk).update(
+            status=Conversion.Status.DONE,
+            stage=Conversion.Stage.FINISHED,
+            output_raw=progress.text,
+            output_text=structure.to_markdown(),
+            output_structure=structure.as_dict(),
+            tokens_generated=progress.tokens,
+            timings=timings,
+            finished_at=timezone.now(),
+        )
+
+    def retrieve(self, job: Conversion, image) -> list[Example]:
+        embedding = self.runtime.embed_image(image)
+        examples = list(
+            Example.objects.nearest(embedding, k=settings.RETRIEVAL_K, max_distance=settings.RETRIEVAL_MAX_DISTANCE)
+        )
+        ConversionExample.objects.filter(conversion=job).delete()
+        ConversionExample.objects.bulk_create(
+            ConversionExample(conversion=job, example=example, similarity=1 - example.distance, rank=rank)
+            for rank, example in enumerate(examples, 1)
+        )
+        return examples
+
+    def generate(self, request, progress: JobProgress) -> dict:
+        started = time.monotonic()
+        deadline = started + settings.DESCRIBER_TIME_LIMIT_S
+        first_token_at = None
+        for chunk in self.runtime.stream(request, deadline=deadline):
+            if self.should_stop():
+                raise WorkerStopping
+            first_token_at = first_token_at or time.monotonic()
+            progress.add_text(chunk.text, chunk.tokens)
+        progress.flush()
+        finished = time.monotonic()
+        decode_seconds = finished - (first_token_at or finished)
+        return {
+            "first_token_s": round((first_token_at or finished) - started, 3),
+            "generation_s": round(finished - started, 3),
+            "tokens": progress.tokens,
+            "tokens_per_s": round(progress.tokens / decode_seconds, 1) if decode_seconds > 0 else None,
+        }
+
+
+def _seconds(delta) -> float:
+    return round(max(delta.total_seconds(), 0.0), 3)
+
+
+def _since(started: float) -> float:
+    return round(time.monotonic() - started, 3)

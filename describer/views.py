@@ -1,0 +1,143 @@
+"""Pages of diagramsite. Thin: validate, call a service or a QuerySet, render.
+
+Every object lookup goes through `_get_conversion_for_user`, so another user's
+id is a 404 by construction.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth import login
+from django.contrib.auth.decorators import login_not_required
+from django.core.paginator import Paginator
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_http_methods, require_POST
+from django_htmx.http import HttpResponseClientRedirect
+
+from describer import services
+from describer.forms import HistoryFilterForm, SignupForm, TextForm, UploadForm
+from describer.models import Conversion, Example
+
+
+def _get_conversion_for_user(request: HttpRequest, pk) -> Conversion:
+    return get_object_or_404(Conversion, pk=pk, owner=request.user)
+
+
+def _redirect(request: HttpRequest, url: str) -> HttpResponse:
+    """htmx requests follow redirects themselves; tell them to navigate instead."""
+    if request.htmx:
+        return HttpResponseClientRedirect(url)
+    return redirect(url)
+
+
+def history(request: HttpRequest) -> HttpResponse:
+    filters = HistoryFilterForm(request.GET)
+    conversions = filters.filter(Conversion.objects.owned_by(request.user))
+    page = Paginator(conversions, settings.HISTORY_PAGE_SIZE).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    context = {"filters": filters, "page": page, "query": query.urlencode()}
+    template = "describer/_history_results.html" if request.htmx and not request.htmx.boosted else "describer/history.html"
+    return render(request, template, context)
+
+
+@require_http_methods(["GET", "POST"])
+def upload(request: HttpRequest) -> HttpResponse:
+    form = UploadForm(request.POST or None, request.FILES or None)
+    if request.method == "POST" and form.is_valid():
+        conversion = services.conversion_create_from_image(
+            owner=request.user,
+            image=form.normalised,
+            original_filename=form.cleaned_data["image"].name,
+            language=form.cleaned_data["language"],
+        )
+        return _redirect(request, conversion.get_absolute_url())
+    status = 400 if form.is_bound else 200
+    template = "describer/_upload_form.html" if request.htmx else "describer/upload.html"
+    return render(request, template, {"form": form}, status=status)
+
+
+@require_http_methods(["GET", "POST"])
+def text_new(request: HttpRequest) -> HttpResponse:
+    form = TextForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        conversion = services.conversion_create_from_text(owner=request.user, text=form.cleaned_data["text"])
+        return _redirect(request, conversion.get_absolute_url())
+    status = 400 if form.is_bound else 200
+    template = "describer/_text_form.html" if request.htmx else "describer/text_new.html"
+    return render(request, template, {"form": form}, status=status)
+
+
+def detail(request: HttpRequest, pk) -> HttpResponse:
+    conversion = _get_conversion_for_user(request, pk)
+    return render(request, "describer/detail.html", {"conversion": conversion})
+
+
+@require_http_methods(["GET", "POST"])
+def delete(request: HttpRequest, pk) -> HttpResponse:
+    conversion = _get_conversion_for_user(request, pk)
+    if request.method == "POST":
+        services.conversion_delete(conversion)
+        messages.success(request, _("The conversion was deleted."))
+        if request.htmx and request.POST.get("from") == "history":
+            return HttpResponse("")  # the row swaps itself out
+        return _redirect(request, reverse("history"))
+    template = "describer/_delete_confirm.html" if request.htmx else "describer/delete.html"
+    return render(request, template, {"conversion": conversion})
+
+
+def _file_response(field, *, filename: str | None = None) -> FileResponse:
+    if not field:
+        raise Http404("No such file.")
+    response = FileResponse(field.open("rb"), filename=filename)
+    response["Cache-Control"] = "private, max-age=3600"
+    return response
+
+
+def image(request: HttpRequest, pk) -> FileResponse:
+    conversion = _get_conversion_for_user(request, pk)
+    return _file_response(conversion.input_image)
+
+
+def thumbnail(request: HttpRequest, pk) -> FileResponse:
+    conversion = _get_conversion_for_user(request, pk)
+    return _file_response(conversion.input_thumbnail or conversion.input_image)
+
+
+def example_image(request: HttpRequest, pk: int) -> FileResponse:
+    """Curated examples are shared with every signed-in user (they are the service's own data)."""
+    example = get_object_or_404(Example, pk=pk)
+    return _file_response(example.image)
+
+
+def download_markdown(request: HttpRequest, pk) -> HttpResponse:
+    conversion = _get_conversion_for_user(request, pk)
+    if not conversion.output_text:
+        raise Http404("This conversion has no description yet.")
+    response = HttpResponse(conversion.output_text, content_type="text/markdown; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{conversion.download_stem()}.md"'
+    return response
+
+
+@login_not_required
+@require_http_methods(["GET", "POST"])
+def signup(request: HttpRequest) -> HttpResponse:
+    if not settings.SIGNUP_ENABLED:
+        raise Http404("Sign-up is disabled; ask an administrator for an account.")
+    form = SignupForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        user = form.save()
+        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+        return redirect("history")
+    return render(request, "registration/signup.html", {"form": form})
+
+
+@require_POST
+def retry(request: HttpRequest, pk) -> HttpResponse:
+    conversion = _get_conversion_for_user(request, pk)
+    services.conversion_retry(conversion)
+    return _redirect(request, conversion.get_absolute_url())

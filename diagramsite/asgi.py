@@ -1,0 +1,25 @@
+"""ASGI entry point: HTTP (Django), WebSockets (progress pages) and the
+`describer-gpu` worker channel (only `runworker describer-gpu` consumes it)."""
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "diagramsite.settings")
+django_asgi_app = get_asgi_application()
+
+from channels.auth import AuthMiddlewareStack  # noqa: E402
+from channels.routing import ChannelNameRouter, ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from django.conf import settings  # noqa: E402
+
+from describer.routing import websocket_urlpatterns  # noqa: E402
+from describer.worker import DescriberWorkerConsumer  # noqa: E402
+
+application = ProtocolTypeRouter(
+    {
+        "http": django_asgi_app,
+        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        "channel": ChannelNameRouter({settings.WORKER_CHANNEL: DescriberWorkerConsumer.as_asgi()}),
+    }
+)

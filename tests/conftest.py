@@ -1,0 +1,102 @@
+"""Shared fixtures: users, logged-in clients, generated images, tiny models.
+
+Everything is real: PostgreSQL with pgvector, Redis, the tiny models built by
+`make_tiny_models`, headless Chromium for pages.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import uuid
+
+# Runs before Django reads its settings: keep this run's Redis keys apart from
+# other runs on the same machine.
+os.environ.setdefault("CHANNELS_PREFIX", f"dstest{uuid.uuid4().hex[:8]}")
+os.environ.setdefault("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,testserver")
+os.environ.setdefault("DESCRIBER_POLL_SECONDS", "1")
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Playwright's sync API runs an event loop
+
+import pytest  # noqa: E402
+from django.conf import settings  # noqa: E402
+from django.core.files.base import ContentFile  # noqa: E402
+from PIL import Image  # noqa: E402
+
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture(autouse=True)
+def media_root(tmp_path, settings):
+    settings.MEDIA_ROOT = tmp_path / "media"
+    return settings.MEDIA_ROOT
+
+
+@pytest.fixture
+def user(django_user_model):
+    return django_user_model.objects.create_user("alice", password=PASSWORD)
+
+
+@pytest.fixture
+def other_user(django_user_model):
+    return django_user_model.objects.create_user("mallory", password=PASSWORD)
+
+
+@pytest.fixture
+def staff_user(django_user_model):
+    return django_user_model.objects.create_superuser("admin", password=PASSWORD)
+
+
+@pytest.fixture
+def alice(client, user):
+    client.force_login(user)
+    return client
+
+
+def png_bytes(size=(320, 200), mode="RGB", color="white", fmt="PNG", **save_args) -> bytes:
+    image = Image.new(mode, size, color)
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **save_args)
+    return buffer.getvalue()
+
+
+def diagram_png(text: str = "Start", size=(640, 400)) -> bytes:
+    """A small box-and-arrow picture, so CLIP and the VLM see some structure."""
+    from PIL import ImageDraw
+
+    image = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(image)
+    draw.rectangle((40, 40, 240, 120), outline="black", width=3)
+    draw.text((60, 70), text, fill="black")
+    draw.line((240, 80, 400, 80), fill="black", width=3)
+    draw.rectangle((400, 40, 600, 120), outline="black", width=3)
+    draw.text((420, 70), "End", fill="black")
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def make_conversion(user):
+    """Create a conversion row directly (no worker involved)."""
+    from describer.models import Conversion
+
+    def make(owner=None, *, kind=Conversion.Kind.DIAGRAM_TO_TEXT, image=True, **fields):
+        conversion = Conversion(owner=owner or user, kind=kind, **fields)
+        if image and kind == Conversion.Kind.DIAGRAM_TO_TEXT:
+            content = diagram_png()
+            conversion.input_image.save("diagram.png", ContentFile(content), save=False)
+            conversion.input_thumbnail.save("thumb.jpg", ContentFile(content), save=False)
+        conversion.save()
+        return conversion
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_models_dir(tmp_path_factory):
+    """The tiny random models, built once per run by the project's own command."""
+    from django.core.management import call_command
+
+    directory = settings.TINY_MODELS_DIR if os.environ.get("TINY_MODELS_DIR") else tmp_path_factory.mktemp("tiny")
+    call_command("make_tiny_models", str(directory), verbosity=0)
+    return directory
