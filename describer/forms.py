@@ -20,7 +20,18 @@ class UploadForm(forms.Form):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["image"].help_text = allowed_text()
+        # Built per form, not at import: the limits are settings and the text is translated.
+        allowed = allowed_text()
+        field = self.fields["image"]
+        field.help_text = allowed
+        field.error_messages.update(
+            {
+                "required": f"{_('Choose a diagram image to upload.')} {allowed}",
+                "missing": f"{_('Choose a diagram image to upload.')} {allowed}",
+                "empty": f"{_('The file is empty.')} {allowed}",
+                "invalid": f"{_('No file was received; upload it again.')} {allowed}",
+            }
+        )
         self.normalised: NormalisedImage | None = None
 
     def clean_image(self):

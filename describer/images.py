@@ -9,16 +9,17 @@ its pixels is kept.
 from __future__ import annotations
 
 import io
-import warnings
 from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.template.defaultfilters import filesizeformat
 from django.utils.translation import gettext as _
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
-ALLOWED_FORMATS = {"PNG": "png", "JPEG": "jpg"}
+ALLOWED_FORMATS = ["PNG", "JPEG"]
+# Pillow names a JPEG with extra frames (some cameras) MPO; its first frame is a plain JPEG.
+EXTENSION_FOR_FORMAT = {"PNG": "png", "JPEG": "jpg", "MPO": "jpg"}
 ALLOWED_EXTENSIONS = {".png", ".jpg", ".jpeg"}
 # Files this small cannot hold a diagram; refusing them early gives a clearer message.
 MIN_SIDE = 16
@@ -56,35 +57,81 @@ def check_size(size: int) -> None:
         raise refuse(_("The file is empty."))
 
 
+# Formats people often send instead of PNG/JPEG, named so the refusal can say what the file is.
+# Only magic bytes are compared: no other Pillow decoder ever sees the upload.
+OTHER_FORMATS = [
+    (b"GIF8", "GIF"),
+    (b"BM", "BMP"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+    (b"%PDF", "PDF"),
+    (b"<svg", "SVG"),
+    (b"<?xml", "SVG/XML"),
+]
+
+
+def name_other_format(data: bytes) -> str | None:
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WebP"
+    if data[4:8] == b"ftyp":
+        return "HEIC/AVIF"
+    for magic, name in OTHER_FORMATS:
+        if data.startswith(magic):
+            return name
+    return None
+
+
+def refuse_unknown_format(data: bytes) -> ValidationError:
+    other = name_other_format(data[:64].lstrip())
+    if other:
+        return refuse(_("The file is a %(format)s file, not a PNG or JPEG image.") % {"format": other})
+    return refuse(_("The file is not a PNG or JPEG image (or it is damaged)."))
+
+
 def open_checked(data: bytes) -> Image.Image:
-    """Identify the format and dimensions before decoding any pixels."""
+    """Identify the format and dimensions from the header, before any pixel is decoded.
+
+    This is the decompression-bomb guard: a file that declares more pixels than
+    UPLOAD_MAX_PIXELS is refused here, however few bytes it has. Pillow's own
+    guard (DecompressionBombError) is only a backstop for absurd sizes.
+    """
     try:
-        image = Image.open(io.BytesIO(data), formats=list(ALLOWED_FORMATS))
+        image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
     except UnidentifiedImageError:
-        raise refuse(_("The file is not a PNG or JPEG image (or it is damaged).")) from None
+        raise refuse_unknown_format(data) from None
     except Image.DecompressionBombError:
         raise refuse(_("The image declares far too many pixels (a decompression bomb).")) from None
+    except Exception:  # Pillow reports broken headers with many exception types.
+        raise refuse(_("The image is damaged and cannot be read.")) from None
     width, height = image.size
     if width * height > settings.UPLOAD_MAX_PIXELS:
         raise refuse(
             _("The image is %(w)s×%(h)s pixels (%(mp)s megapixels), which is too many.")
-            % {"w": width, "h": height, "mp": f"{width * height / 1_000_000:.1f}"}
+            % {"w": width, "h": height, "mp": f"{width * height / 1_000_000:.3g}"}
         )
     if min(width, height) < MIN_SIDE:
-        raise refuse(_("The image is only %(w)s×%(h)s pixels, too small to hold a diagram.") % {"w": width, "h": height})
+        raise refuse(
+            _("The image is only %(w)s×%(h)s pixels; a diagram needs at least %(min)s pixels on each side.")
+            % {"w": width, "h": height, "min": MIN_SIDE}
+        )
     return image
 
 
 def decode_fully(image: Image.Image) -> Image.Image:
     """Decode every pixel; truncated or corrupt data fails here, not later in the worker."""
-    ImageFile.LOAD_TRUNCATED_IMAGES = False
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            image.load()
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning, Image.DecompressionBombError):
-            raise refuse(_("The image is truncated or corrupt and cannot be read.")) from None
+    try:
+        image.load()
+    except Exception:  # OSError, SyntaxError, ValueError, EOFError… depending on the damage.
+        raise refuse(_("The image is truncated or corrupt and cannot be read.")) from None
     return image
+
+
+def upright(image: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation; a broken EXIF block only loses the rotation."""
+    try:
+        return ImageOps.exif_transpose(image)
+    except Exception:
+        return image
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -95,8 +142,9 @@ def to_rgb(image: Image.Image) -> Image.Image:
     if image.mode == "P":
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA"):
+        rgba = image.convert("RGBA")
         background = Image.new("RGB", image.size, "white")
-        background.paste(image.convert("RGBA"), mask=image.convert("RGBA").getchannel("A"))
+        background.paste(rgba, mask=rgba.getchannel("A"))
         return background
     return image.convert("RGB")
 
@@ -106,16 +154,16 @@ def normalise_upload(data: bytes, filename: str) -> NormalisedImage:
     check_extension(filename)
     check_size(len(data))
     image = open_checked(data)
-    source_format = image.format
-    image = decode_fully(image)
-    image = ImageOps.exif_transpose(image)
-    image = to_rgb(image)
+    extension = EXTENSION_FOR_FORMAT[image.format]
+    image = to_rgb(upright(decode_fully(image)))
+    # convert() copies `info` (ICC profile, comments, DPI…), and the encoders write some of it back.
+    image.info = {}
     buffer = io.BytesIO()
-    if source_format == "JPEG":
+    if extension == "jpg":
         image.save(buffer, format="JPEG", quality=92, optimize=True)
     else:
-        image.save(buffer, format="PNG", optimize=False)
-    return NormalisedImage(buffer.getvalue(), ALLOWED_FORMATS[source_format], image.width, image.height)
+        image.save(buffer, format="PNG")
+    return NormalisedImage(buffer.getvalue(), extension, image.width, image.height)
 
 
 def thumbnail_from_bytes(content: bytes, size: int = 320) -> bytes:

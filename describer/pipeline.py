@@ -81,8 +81,10 @@ class JobRunner:
         timings["retrieval_s"] = _since(started)
 
         progress.stage(Conversion.Stage.GENERATION)
-        request = self.runtime.request(
-            prompts.describe_messages(image, [example.description for example in examples], job.language),
+        from describer.inference.runtime import GenerationRequest
+
+        request = GenerationRequest(
+            messages=prompts.describe_messages(image, [example.description for example in examples], job.language),
             max_new_tokens=settings.DESCRIBER_MAX_NEW_TOKENS,
             min_new_tokens=settings.DESCRIBER_MIN_NEW_TOKENS,
         )
@@ -121,7 +123,7 @@ class JobRunner:
             if self.should_stop():
                 raise WorkerStopping
             first_token_at = first_token_at or time.monotonic()
-            progress.add_text(chunk.text, chunk.tokens)
+            progress.add_text(chunk)
         progress.flush()
         finished = time.monotonic()
         decode_seconds = finished - (first_token_at or finished)

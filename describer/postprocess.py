@@ -49,6 +49,7 @@ class Step:
 class StructuredDescription:
     title: str
     language: str
+    summary: str = ""
     participants: list[str] = field(default_factory=list)
     steps: list[Step] = field(default_factory=list)
     end_states: list[str] = field(default_factory=list)
@@ -59,6 +60,8 @@ class StructuredDescription:
     def to_markdown(self) -> str:
         words = HEADINGS[self.language]
         lines = [f"# {self.title}", ""]
+        if self.summary:
+            lines += [self.summary, ""]
         if self.participants:
             lines += [f"## {words['participants']}", *[f"- {name}" for name in self.participants], ""]
         lines.append(f"## {words['steps']}")
@@ -144,8 +147,6 @@ def _add_line(result: StructuredDescription, section: str, line: str, loose_line
         result.steps[-1].branches.append(parse_branch(bullet.group(1)))
     elif bullet:
         result.steps.append(Step(number=len(result.steps) + 1, text=clean(bullet.group(1))))
-    elif not result.title and not result.steps:
-        result.title = clean(line)[:200]
     else:
         loose_lines.append(clean(line))
 
@@ -155,7 +156,8 @@ def _finish(result: StructuredDescription, loose_lines: list[str]) -> None:
         # Nothing numbered: every remaining line is a step, so no text is lost.
         result.steps = [Step(number=n, text=text) for n, text in enumerate(loose_lines, 1) if text]
     elif loose_lines:
-        result.steps[-1].text = " ".join([result.steps[-1].text, *loose_lines])
+        # Prose around the steps is kept as a summary under the title.
+        result.summary = " ".join(loose_lines)
     if not result.title:
         result.title = HEADINGS[result.language]["untitled"]
     result.title = result.title[:200]

@@ -41,7 +41,6 @@ class Broadcaster:
             log.warning("could not broadcast progress", exc_info=True)
 
     def close(self) -> None:
-        self.loop.run_until_complete(self.layer.flush() if hasattr(self.layer, "flush") else asyncio.sleep(0))
         self.loop.close()
 
 

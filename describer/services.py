@@ -48,10 +48,12 @@ def conversion_create_from_image(
         image_width=image.width,
         image_height=image.height,
     )
+    thumbnail = thumbnail_from_bytes(image.content)  # before any file is written
     try:
         with transaction.atomic():
+            # The names given here only carry the extension: upload_to makes a random one.
             conversion.input_image.save(f"upload.{image.extension}", ContentFile(image.content), save=False)
-            conversion.input_thumbnail.save("thumb.jpg", ContentFile(thumbnail_from_bytes(image.content)), save=False)
+            conversion.input_thumbnail.save("thumb.jpg", ContentFile(thumbnail), save=False)
             conversion.save()
             transaction.on_commit(wake_worker)
     except Exception:

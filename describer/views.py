@@ -16,6 +16,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods, require_POST
+from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import HttpResponseClientRedirect
 
 from describer import services
@@ -34,6 +35,12 @@ def _redirect(request: HttpRequest, url: str) -> HttpResponse:
     return redirect(url)
 
 
+def _wants_fragment(request: HttpRequest) -> bool:
+    """htmx swaps a fragment in, except for boosted links and history restores (they want the page)."""
+    return bool(request.htmx) and not request.htmx.boosted and not request.htmx.history_restore_request
+
+
+@vary_on_headers("HX-Request")  # the page and its fragment share a URL; caches must keep them apart
 def history(request: HttpRequest) -> HttpResponse:
     filters = HistoryFilterForm(request.GET)
     conversions = filters.filter(Conversion.objects.owned_by(request.user))
@@ -41,7 +48,7 @@ def history(request: HttpRequest) -> HttpResponse:
     query = request.GET.copy()
     query.pop("page", None)
     context = {"filters": filters, "page": page, "query": query.urlencode()}
-    template = "describer/_history_results.html" if request.htmx and not request.htmx.boosted else "describer/history.html"
+    template = "describer/_history_results.html" if _wants_fragment(request) else "describer/history.html"
     return render(request, template, context)
 
 
@@ -82,9 +89,9 @@ def delete(request: HttpRequest, pk) -> HttpResponse:
     conversion = _get_conversion_for_user(request, pk)
     if request.method == "POST":
         services.conversion_delete(conversion)
-        messages.success(request, _("The conversion was deleted."))
         if request.htmx and request.POST.get("from") == "history":
-            return HttpResponse("")  # the row swaps itself out
+            return HttpResponse("")  # the row swaps itself out; no message left for a later page
+        messages.success(request, _("The conversion was deleted."))
         return _redirect(request, reverse("history"))
     template = "describer/_delete_confirm.html" if request.htmx else "describer/delete.html"
     return render(request, template, {"conversion": conversion})

@@ -40,8 +40,20 @@ def envlist(name: str, default: str) -> list[str]:
     return [item.strip() for item in envstr(name, default).split(",") if item.strip()]
 
 
+def envfile(name: str) -> str:
+    """The stripped contents of the file named by variable NAME, or "" (Docker-secrets style)."""
+    path = envstr(name, "")
+    return Path(path).read_text().strip() if path and Path(path).is_file() else ""
+
+
 # --- Core -------------------------------------------------------------------
-SECRET_KEY = envstr("DJANGO_SECRET_KEY", "dev-only-insecure-key-change-me-in-production-0123456789")
+# The Docker image writes a random key to DJANGO_SECRET_KEY_FILE on first start.
+SECRET_KEY = (
+    envstr("DJANGO_SECRET_KEY", "")
+    or envfile("DJANGO_SECRET_KEY_FILE")
+    # The "django-insecure-" prefix makes `check --deploy` flag it (security.W009).
+    or "django-insecure-dev-only-key-change-me-in-production-0123456789"
+)
 DEBUG = envbool("DJANGO_DEBUG", False)
 ALLOWED_HOSTS = envlist("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = envlist("DJANGO_CSRF_TRUSTED_ORIGINS", "")

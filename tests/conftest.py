@@ -31,6 +31,12 @@ def media_root(tmp_path, settings):
     return settings.MEDIA_ROOT
 
 
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings):
+    # The production hasher takes ~0.4 s a password on CI; tests create users by the hundred.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture
 def user(django_user_model):
     return django_user_model.objects.create_user("alice", password=PASSWORD)
@@ -100,3 +106,22 @@ def tiny_models_dir(tmp_path_factory):
     directory = settings.TINY_MODELS_DIR if os.environ.get("TINY_MODELS_DIR") else tmp_path_factory.mktemp("tiny")
     call_command("make_tiny_models", str(directory), verbosity=0)
     return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_runtime(tiny_models_dir):
+    """The real runtime, loaded through the production code from the tiny models' paths."""
+    from describer.inference.runtime import DescriberRuntime
+    from describer.inference.tiny import tiny_model_paths
+
+    paths = tiny_model_paths(tiny_models_dir)
+    return DescriberRuntime.load(paths.vlm, paths.clip, max_pixels=settings.DESCRIBER_MAX_PIXELS)
+
+
+@pytest.fixture
+def quick_generation(settings):
+    """Short, forced-length outputs from the tiny model, streamed in small steps."""
+    settings.DESCRIBER_MIN_NEW_TOKENS = 48
+    settings.DESCRIBER_MAX_NEW_TOKENS = 48
+    settings.DESCRIBER_STREAM_INTERVAL_MS = 5
+    return settings

@@ -25,11 +25,13 @@ class ModelUnavailable(InferenceError):
     default_message = "The model could not be loaded."
 
     @classmethod
-    def for_source(cls, source: str, reason: str) -> ModelUnavailable:
+    def for_source(cls, source: str, reason: str, *, setting: str = "DESCRIBER_MODEL") -> ModelUnavailable:
+        reason = reason.rstrip(". ")
         return cls(
             f"Could not load the model from {source!r}: {reason}. "
-            "Set DESCRIBER_MODEL (or CLIP_MODEL) to a Hugging Face model id or a local model directory, "
-            "or set DESCRIBER_MODEL=tiny and run `python manage.py make_tiny_models` for test models."
+            f"Set {setting} to a Hugging Face model id or a local model directory (a first start needs "
+            "network access to download it), or use DESCRIBER_MODEL=tiny / `python manage.py make_tiny_models` "
+            "for tiny test models."
         )
 
 

@@ -30,6 +30,7 @@ TINY = "tiny"
 MIN_IMAGE_PIXELS = 4 * 28 * 28
 DEFAULT_MAX_IMAGE_PIXELS = 1280 * 28 * 28
 QUANTIZATIONS = ("nf4", "bf16")
+VLM_MODEL_TYPE = "qwen2_5_vl"
 
 
 def resolve_model_sources() -> tuple[str, str]:
@@ -63,14 +64,18 @@ def load_vlm(
     the weights within ``max_vram`` on GPU 0 and ``max_ram`` on the CPU. Without CUDA the model
     runs in float32 on the CPU.
     """
-    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+    from transformers import AutoConfig, AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
-    _check_local_source(source)
+    _check_local_source(source, setting="DESCRIBER_MODEL")
     kwargs = _vlm_load_kwargs(max_vram=max_vram, max_ram=max_ram, quantization=quantization)
     _log_load_start("vision-language model", source, cache_dir, kwargs)
-    with _load_errors(source):
+    with _load_errors(source, setting="DESCRIBER_MODEL"):
+        config = AutoConfig.from_pretrained(source, cache_dir=cache_dir or None)
+        _check_model_type(source, config.model_type)
         processor = AutoProcessor.from_pretrained(source, cache_dir=cache_dir or None)
-        model = Qwen2_5_VLForConditionalGeneration.from_pretrained(source, cache_dir=cache_dir or None, **kwargs)
+        model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
+            source, config=config, cache_dir=cache_dir or None, **kwargs
+        )
     model.eval()
     configure_processor(processor, max_pixels=max_pixels)
     logger.info("Loaded %s on %s (%s).", source, model.device, _describe_precision(kwargs))
@@ -92,10 +97,10 @@ def load_clip(source: str, cache_dir: str) -> SentenceTransformer:
     """Load a sentence-transformers CLIP model (hub name like clip-ViT-B-32, or a directory)."""
     from sentence_transformers import SentenceTransformer
 
-    _check_local_source(source)
+    _check_local_source(source, setting="CLIP_MODEL")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     _log_load_start("CLIP embedder", source, cache_dir, {"device_map": device})
-    with _load_errors(source):
+    with _load_errors(source, setting="CLIP_MODEL"):
         model = SentenceTransformer(source, device=device, cache_folder=cache_dir or None)
     model.eval()
     logger.info("Loaded %s on %s (%d-dimensional embeddings).", source, device, model.get_embedding_dimension())
@@ -129,14 +134,24 @@ def _nf4_config(compute_dtype: torch.dtype) -> Any:
         bnb_4bit_quant_type="nf4",
         bnb_4bit_use_double_quant=True,
         bnb_4bit_compute_dtype=compute_dtype,
+        # Lets a MODEL_MAX_VRAM below the model's size offload layers to the CPU (slow) instead of failing.
+        llm_int8_enable_fp32_cpu_offload=True,
     )
 
 
-def _check_local_source(source: str) -> None:
-    """Fail early and clearly for a path that does not exist (instead of a hub lookup error)."""
+def _check_local_source(source: str, *, setting: str) -> None:
+    """Fail early and clearly for a path that does not exist (instead of a slow hub lookup error)."""
     looks_like_path = source.startswith(("/", "./", "../", "~")) or Path(source).expanduser().exists()
     if looks_like_path and not Path(source).expanduser().is_dir():
-        raise ModelUnavailable.for_source(source, "no such directory")
+        raise ModelUnavailable.for_source(source, "no such directory", setting=setting)
+
+
+def _check_model_type(source: str, model_type: str) -> None:
+    # from_pretrained would happily load another architecture's folder, leaving every weight random.
+    if model_type != VLM_MODEL_TYPE:
+        raise ModelUnavailable.for_source(
+            source, f"it is a {model_type!r} model, not {VLM_MODEL_TYPE!r} (Qwen2.5-VL)", setting="DESCRIBER_MODEL"
+        )
 
 
 def _log_load_start(what: str, source: str, cache_dir: str, kwargs: dict[str, Any]) -> None:
@@ -163,7 +178,7 @@ def _describe_precision(kwargs: dict[str, Any]) -> str:
 
 
 @contextmanager
-def _load_errors(source: str) -> Iterator[None]:
+def _load_errors(source: str, *, setting: str) -> Iterator[None]:
     """Turn any loading failure into ModelUnavailable/OutOfMemory with a one-line reason.
 
     The full traceback goes to the log; the message stays short enough to show to a user.
@@ -172,16 +187,27 @@ def _load_errors(source: str) -> Iterator[None]:
         yield
     except ModelUnavailable:
         raise
-    except torch.cuda.OutOfMemoryError as exc:
-        logger.exception("Loading %s ran out of GPU memory.", source)
-        torch.cuda.empty_cache()
-        raise OutOfMemory(
-            f"The GPU ran out of memory while loading {source}; "
-            "lower MODEL_MAX_VRAM so more stays on the CPU, or use MODEL_QUANTIZATION=nf4."
-        ) from exc
     except Exception as exc:
+        if is_cuda_oom(exc):
+            logger.exception("Loading %s ran out of GPU memory.", source)
+            torch.cuda.empty_cache()
+            raise OutOfMemory(
+                f"The GPU ran out of memory while loading {source}; "
+                "lower MODEL_MAX_VRAM so more stays on the CPU, or use MODEL_QUANTIZATION=nf4."
+            ) from exc
         logger.exception("Loading %s failed.", source)
-        raise ModelUnavailable.for_source(source, short_reason(exc)) from exc
+        raise ModelUnavailable.for_source(source, short_reason(exc), setting=setting) from exc
+
+
+def is_cuda_oom(error: BaseException) -> bool:
+    """True for CUDA running out of memory: torch's allocator raises OutOfMemoryError, but
+    cuBLAS and kernel launches report it as a plain RuntimeError."""
+    if isinstance(error, torch.cuda.OutOfMemoryError):
+        return True
+    message = str(error)
+    return isinstance(error, RuntimeError) and any(
+        marker in message for marker in ("CUDA out of memory", "CUDA error: out of memory", "ALLOC_FAILED")
+    )
 
 
 def short_reason(exc: BaseException, limit: int = 300) -> str:

@@ -2,6 +2,12 @@
 (function () {
   "use strict";
 
+  // Forms answer invalid input with 400 and the form re-rendered with its errors: swap it in
+  // (htmx by default drops every 4xx body, so the user would see nothing happen).
+  if (window.htmx) {
+    htmx.config.responseHandling.unshift({code: "400", swap: true, error: false});
+  }
+
   // Copy buttons: <button data-copy-target="#id"> copies that element's text.
   document.addEventListener("click", function (event) {
     var button = event.target.closest("[data-copy-target]");
