@@ -11,7 +11,6 @@ import time
 from typing import TYPE_CHECKING
 
 from django.conf import settings
-from django.db import close_old_connections
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -37,8 +36,7 @@ class JobRunner:
         self.should_stop = should_stop
 
     def run(self, job: Conversion) -> None:
-        """Run one job to done or failed; never raises (the worker must live on)."""
-        close_old_connections()
+        """Run one job to done or failed; never raises for the job's own errors."""
         progress = JobProgress(job, self.broadcaster)
         try:
             if job.kind == Conversion.Kind.DIAGRAM_TO_TEXT:
@@ -65,7 +63,6 @@ class JobRunner:
                 "kind": type(error).__name__,
                 "error": str(error)[:300],
             }
-        close_old_connections()
         jobs.fail_job(job, message)
 
     def describe(self, job: Conversion, progress: JobProgress) -> None:
@@ -123,7 +120,7 @@ class JobRunner:
             if self.should_stop():
                 raise WorkerStopping
             first_token_at = first_token_at or time.monotonic()
-            progress.add_text(chunk)
+            progress.add_text(chunk, chunk.tokens)
         progress.flush()
         finished = time.monotonic()
         decode_seconds = finished - (first_token_at or finished)

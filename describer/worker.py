@@ -60,6 +60,7 @@ class JobLoop:
                 jobs.recover_stale_jobs()
                 claimed = self.claim(jobs)
                 for job in claimed:
+                    close_old_connections()
                     runner.run(job)
             except Exception:  # database or Redis hiccup: log, wait, carry on
                 log.exception("job loop error")

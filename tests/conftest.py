@@ -22,6 +22,8 @@ from django.conf import settings  # noqa: E402
 from django.core.files.base import ContentFile  # noqa: E402
 from PIL import Image  # noqa: E402
 
+pytest_plugins = ["tests.browser"]
+
 PASSWORD = "correct horse battery staple"
 
 

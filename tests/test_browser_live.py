@@ -7,8 +7,10 @@ from __future__ import annotations
 import signal
 
 import pytest
+from django.contrib.auth.hashers import PBKDF2PasswordHasher
 
 from describer.models import Conversion
+from tests.browser import log_in
 from tests.conftest import PASSWORD, diagram_png
 from tests.processes import free_port, start_daphne, start_worker, stop, wait_for
 
@@ -24,12 +26,15 @@ def site(tmp_path, tiny_models_dir):
     print((tmp_path / "daphne.log").read_text()[-3000:])
 
 
+def real_password_hash(user) -> None:
+    """The tests hash with MD5 for speed; daphne runs with the production hashers."""
+    user.password = PBKDF2PasswordHasher().encode(PASSWORD, PBKDF2PasswordHasher().salt())
+    user.save(update_fields=["password"])
+
+
 def test_the_description_streams_into_the_page(site, page, user, tiny_models_dir, tmp_path):
-    page.goto(f"{site}/accounts/login/")
-    page.fill("input[name=username]", user.username)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{site}/")
+    real_password_hash(user)
+    log_in(page, site, user.username, PASSWORD)
 
     upload = tmp_path / "flow.png"
     upload.write_bytes(diagram_png("Order received"))

@@ -57,7 +57,8 @@ def test_it_reserves_the_gpu_for_the_worker_only():
     for name in ("db", "redis", "web"):
         assert "deploy" not in SERVICES[name]
     # The image must not hand the GPU to every container on hosts whose default runtime is nvidia.
-    assert "NVIDIA_VISIBLE_DEVICES" not in DOCKERFILE
+    assert "NVIDIA_VISIBLE_DEVICES" not in dockerfile_env()
+    assert dockerfile_env()["NVIDIA_DRIVER_CAPABILITIES"] == "compute,utility"
 
 
 def test_web_runs_daphne_on_port_8000_and_migrates():
@@ -91,10 +92,10 @@ def test_db_uses_the_pgvector_image_and_the_apps_credentials():
             assert app_env[name] == db_env[name]
 
 
-def test_apps_wait_for_healthy_db_and_redis():
-    for service in ("web", "worker"):
-        depends = SERVICES[service]["depends_on"]
-        assert depends == {"db": {"condition": "service_healthy"}, "redis": {"condition": "service_healthy"}}
+def test_apps_wait_for_healthy_db_and_redis_and_the_worker_for_the_web():
+    healthy = {"condition": "service_healthy"}
+    assert SERVICES["web"]["depends_on"] == {"db": healthy, "redis": healthy}
+    assert SERVICES["worker"]["depends_on"] == {"db": healthy, "redis": healthy, "web": {"condition": "service_started"}}
 
 
 def test_media_volume_is_mounted_at_media_root():
@@ -148,6 +149,12 @@ def test_the_image_runs_as_a_non_root_user_with_static_files_collected():
     assert "collectstatic --noinput" in DOCKERFILE
     assert 'ENTRYPOINT ["/app/docker/entrypoint.sh"]' in DOCKERFILE
     assert os.access(ROOT / "docker" / "entrypoint.sh", os.X_OK)
+
+
+def test_the_build_context_leaves_out_local_state_and_secrets():
+    ignored = set((ROOT / ".dockerignore").read_text().split())
+    assert {".git", ".venv", "var", ".env", "staticfiles"} <= ignored
+    assert not ignored & {"docker", "locale", "static", "templates", "examples"}
 
 
 # --- docker/entrypoint.sh against the real test database -------------------------------
@@ -207,7 +214,7 @@ def test_the_worker_entrypoint_starts_once_migrations_are_applied(container_env)
 
 
 def test_the_entrypoint_says_which_database_it_waits_for(container_env):
-    unreachable = {**container_env, "POSTGRES_HOST": "127.0.0.1", "POSTGRES_PORT": "1"}
+    unreachable = {**container_env, "POSTGRES_HOST": "127.0.0.1", "POSTGRES_PORT": "1", "WAIT_FOR_DB_SECONDS": "0"}
     result = run_entrypoint(unreachable, "echo", "never")
     assert result.returncode == 1
     assert "never" not in result.stdout

@@ -14,10 +14,11 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from django.core.management import call_command
 from PIL import Image, ImageDraw
 
-from describer.inference.errors import GenerationTimeout, InferenceError, ModelUnavailable
+from describer.inference.errors import GenerationTimeout, InferenceError, ModelUnavailable, OutOfMemory
 from describer.inference.loading import load_clip, load_vlm, resolve_model_sources
 from describer.inference.runtime import DescriberRuntime, GenerationRequest
 from describer.inference.tiny import TinyModelPaths, build_tiny_models, ensure_tiny_models, is_tiny_model
@@ -100,7 +101,9 @@ def test_the_command_builds_both_models_and_warns_they_write_nonsense(tmp_path):
 # --- Tokenizer and chat template ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("text", [RUSSIAN, "A flowchart: Start --> Check {valid?} 12.5%", "Смешанный mixed текст\n\tok"])
+@pytest.mark.parametrize(
+    "text", [RUSSIAN, "A flowchart: Start --> Check {valid?} 12.5%", "Смешанный mixed текст\n\tok"]
+)
 def test_it_round_trips_russian_and_english_text_through_the_tokenizer(runtime, text):
     tokenizer = runtime.processor.tokenizer
     ids = tokenizer(text)["input_ids"]
@@ -248,6 +251,27 @@ def test_it_stops_generating_when_the_consumer_stops_reading(runtime):
     assert next(stream)
     stream.close()
 
+    assert not generate_threads()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_it_turns_cuda_out_of_memory_into_a_readable_error_and_recovers(runtime):
+    outcomes = []
+    for spare_mib in (64, 32, 16, 8, 4):  # where exactly it runs out depends on the card
+        torch.cuda.empty_cache()
+        free, _ = torch.cuda.mem_get_info()
+        blocker = torch.empty(free - spare_mib * 2**20, dtype=torch.uint8, device="cuda")
+        try:
+            "".join(runtime.stream(describe_request(diagram(size=(4000, 3000)))))
+            outcomes.append("ok")
+        except OutOfMemory as error:
+            outcomes.append("out of memory")
+            assert "MODEL_MAX_VRAM" in str(error)
+        finally:
+            del blocker
+
+    assert "out of memory" in outcomes
+    assert "".join(runtime.stream(describe_request(diagram())))
     assert not generate_threads()
 
 

@@ -48,9 +48,9 @@ class GenerationTimeout(InferenceError):
     def __init__(self, limit_s: float | None = None, message: str | None = None) -> None:
         self.limit_s = limit_s
         if message is None:
-            limit = f"{limit_s:g} seconds" if limit_s is not None else "its time limit"
+            limit = f" of {limit_s:.3g} seconds" if limit_s is not None else ""
             message = (
-                f"Generation stopped after {limit} (DESCRIBER_TIME_LIMIT_S); "
-                "try a smaller image or fewer output tokens."
+                f"Generation stopped at the time limit{limit} (DESCRIBER_TIME_LIMIT_S); "
+                "try a smaller image, or ask the administrator to raise the limit."
             )
         super().__init__(message)

@@ -71,7 +71,8 @@ def _content_items(messages: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
 
 
 def _is_image_item(item: dict[str, Any]) -> bool:
-    if item.get("type") != "image" and "image" not in item:
+    # The same test as Qwen's chat template, which emits image tokens for each of these.
+    if item.get("type") != "image" and "image" not in item and "image_url" not in item:
         return False
     if not isinstance(item.get("image"), Image.Image):
         # The processor cannot open file:// URIs; the caller opens the file.
@@ -83,8 +84,9 @@ class DescriberRuntime:
     """The vision-language model and the CLIP embedder behind one object.
 
     Load it once per worker process (``from_settings()``), then call ``stream()`` per job and
-    ``embed_image()`` / ``embed_text()`` for retrieval. ``stream()`` handles one request; the
-    inputs are prepared by ``prepare_inputs()``, which already accepts a batch.
+    ``embed_image()`` / ``embed_text()`` for retrieval. ``stream()`` handles one request, and one
+    stream should run at a time; the inputs are prepared by ``prepare_inputs()``, which already
+    accepts a batch.
     """
 
     def __init__(
@@ -129,7 +131,9 @@ class DescriberRuntime:
         clip = load_clip(clip_source, cache_dir)
         tiny = is_tiny_model(vlm_source)
         name = "tiny random Qwen2.5-VL (writes nonsense)" if tiny else vlm_source
-        return cls(model=model, processor=processor, clip=clip, model_name=name, is_tiny=tiny, time_limit_s=time_limit_s)
+        return cls(
+            model=model, processor=processor, clip=clip, model_name=name, is_tiny=tiny, time_limit_s=time_limit_s
+        )
 
     @classmethod
     def from_settings(cls) -> DescriberRuntime:
@@ -164,7 +168,9 @@ class DescriberRuntime:
     def _embed(self, item: Image.Image | str) -> list[float]:
         # One modality per call: sentence-transformers cannot mix images and texts in one batch.
         with _oom_as_inference_error("while embedding"):
-            vectors = self.clip.encode([item], normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+            vectors = self.clip.encode(
+                [item], normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+            )
         return [float(value) for value in vectors[0]]
 
     # --- Generation --------------------------------------------------------------------------
@@ -182,7 +188,7 @@ class DescriberRuntime:
         batch = self.processor(text=texts, images=images or None, padding=True, return_tensors="pt")
         return batch.to(self.model.device)
 
-    def stream(self, request: GenerationRequest, *, deadline: float | None = None) -> Iterator[str]:
+    def stream(self, request: GenerationRequest, *, deadline: float | None = None) -> Iterator[StreamChunk]:
         """Yield the model's answer in text chunks as they are generated (greedy, deterministic).
 
         ``deadline`` is a ``time.monotonic()`` value: generation stops there and GenerationTimeout
@@ -196,7 +202,7 @@ class DescriberRuntime:
         with _oom_as_inference_error("while preparing inputs"):
             inputs = self.prepare_inputs([request])
         stop = _StopSignal(deadline)
-        streamer = TextIteratorStreamer(
+        streamer = _CountingStreamer(
             self.processor.tokenizer, skip_prompt=True, timeout=STREAM_POLL_S, skip_special_tokens=True
         )
         thread = _GenerateThread(self.model.generate, self._generate_kwargs(request, inputs, streamer, stop))
@@ -268,12 +274,39 @@ class _GenerateThread(threading.Thread):
             self._kwargs = {}  # drop the input tensors as soon as possible
 
 
-def _drain(streamer: TextIteratorStreamer, thread: threading.Thread) -> Iterator[str]:
+class StreamChunk(str):
+    """A piece of streamed text that also says how many new tokens it took to write."""
+
+    tokens: int
+
+    def __new__(cls, text: str, tokens: int) -> StreamChunk:
+        chunk = super().__new__(cls, text)
+        chunk.tokens = tokens
+        return chunk
+
+
+class _CountingStreamer(TextIteratorStreamer):
+    """TextIteratorStreamer that also counts the generated tokens (text alone can't tell:
+    the streamer holds text back until word boundaries)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.generated_tokens = 0
+
+    def put(self, value: torch.Tensor) -> None:
+        if not (self.skip_prompt and self.next_tokens_are_prompt):
+            self.generated_tokens += int(value.shape[-1])
+        super().put(value)
+
+
+def _drain(streamer: _CountingStreamer, thread: threading.Thread) -> Iterator[StreamChunk]:
     """Yield non-empty chunks until the streamer ends or the generate thread dies without ending it.
 
     A generate that raises never signals the streamer's end; polling with a timeout notices the
-    dead thread. One more pass after that collects chunks queued just before it died.
+    dead thread. One more pass after that collects chunks queued just before it died. Each chunk
+    carries the tokens generated since the previous one.
     """
+    counted = 0
     thread_was_dead = False
     while True:
         try:
@@ -286,7 +319,9 @@ def _drain(streamer: TextIteratorStreamer, thread: threading.Thread) -> Iterator
             thread_was_dead = not thread.is_alive()
             continue
         if chunk:  # the streamer emits many empty strings while it waits for word boundaries
-            yield chunk
+            total = streamer.generated_tokens
+            yield StreamChunk(chunk, total - counted)
+            counted = total
 
 
 def _reraise(thread: _GenerateThread) -> None:

@@ -12,9 +12,14 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from tokenizers import AddedToken, Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
+from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
+
+if TYPE_CHECKING:
+    from transformers import CLIPTokenizer, GenerationConfig, Qwen2_5_VLConfig, Qwen2Tokenizer
 
 SEED = 1234
 
@@ -66,11 +71,6 @@ QWEN2_5_VL_CHAT_TEMPLATE = (
     "{% elif 'text' in content %}{{ content['text'] }}{% endif %}"
     "{% endfor %}<|im_end|>\n{% endif %}{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-
-# Qwen2's pre-tokenizer split (the same regex Qwen2Tokenizer uses), so trained merges fit it.
-QWEN_PRETOKENIZE_REGEX = (
-    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
 )
 
 TOKENIZER_CORPUS = (
@@ -165,9 +165,10 @@ def _train_byte_level_bpe() -> tuple[dict[str, int], list[tuple[str, str]]]:
     """Train a small byte-level BPE on the built-in corpus; return (vocab, merges) without specials."""
     tokenizer = Tokenizer(models.BPE())
     tokenizer.normalizer = normalizers.NFC()
+    # Qwen2Tokenizer's own pre-tokenizer, so the trained merges fit the tokenizer that uses them.
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
         [
-            pre_tokenizers.Split(Regex(QWEN_PRETOKENIZE_REGEX), behavior="isolated"),
+            pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated"),
             pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
         ]
     )
@@ -183,17 +184,18 @@ def _train_byte_level_bpe() -> tuple[dict[str, int], list[tuple[str, str]]]:
 
 
 def _qwen_vocab(trained: dict[str, int]) -> dict[str, int]:
-    """Special tokens first (as in Qwen, where they close the vocabulary), then tokens sorted.
+    """Qwen's added tokens first (ids 0-21; the real model has them after its 151k tokens), then
+    the trained tokens sorted.
 
-    The trainer's id order is not stable between runs; ids must be, or saved weights would
-    mean different tokens on the next build.
+    The trainer's id order is not guaranteed between runs; ids must be stable, or saved weights
+    would mean different tokens after the next build.
     """
     added = QWEN_SPECIAL_TOKENS + QWEN_PLAIN_ADDED_TOKENS
     ordered = list(added) + sorted(token for token in trained if token not in added)
     return {token: index for index, token in enumerate(ordered)}
 
 
-def build_tiny_qwen_tokenizer():
+def build_tiny_qwen_tokenizer() -> Qwen2Tokenizer:
     from transformers import Qwen2Tokenizer
 
     trained_vocab, merges = _train_byte_level_bpe()
@@ -210,7 +212,7 @@ def build_tiny_qwen_tokenizer():
 # --- Tiny Qwen2.5-VL --------------------------------------------------------------------------
 
 
-def _tiny_vlm_config(tokenizer):
+def _tiny_vlm_config(tokenizer: Qwen2Tokenizer) -> Qwen2_5_VLConfig:
     from transformers import Qwen2_5_VLConfig
 
     ids = {token: tokenizer.convert_tokens_to_ids(token) for token in QWEN_SPECIAL_TOKENS}
@@ -252,7 +254,7 @@ def _tiny_vlm_config(tokenizer):
     )
 
 
-def _tiny_generation_config(tokenizer):
+def _tiny_generation_config(tokenizer: Qwen2Tokenizer) -> GenerationConfig:
     from transformers import GenerationConfig
 
     # Like the real model's generation_config.json: stop at <|im_end|> or <|endoftext|>, and
@@ -297,7 +299,7 @@ def _save_tiny_vlm(target: Path) -> None:
 # --- Tiny CLIP (sentence-transformers layout) -----------------------------------------------
 
 
-def _tiny_clip_tokenizer():
+def _tiny_clip_tokenizer() -> CLIPTokenizer:
     from transformers import CLIPTokenizer
 
     # Byte-level characters with and without the end-of-word suffix, no merges: text still

@@ -23,6 +23,8 @@ class Command(BaseCommand):
         from describer.inference.tiny import build_tiny_models
 
         paths = build_tiny_models(directory or Path(settings.TINY_MODELS_DIR))
+        if options["verbosity"] < 1:
+            return
         self.stdout.write(f"Vision-language model: {paths.vlm}")
         self.stdout.write(f"CLIP embedder:         {paths.clip}")
         self.stdout.write(
