@@ -92,8 +92,11 @@ class Conversion(models.Model):
     output_raw = models.TextField(blank=True, help_text="The model's text as it streamed.")
     output_text = models.TextField(blank=True, help_text="The structured description (Markdown).")
     output_structure = models.JSONField(null=True, blank=True)
-    output_mermaid = models.TextField(blank=True)
+    output_mermaid = models.TextField(blank=True, help_text="The current Mermaid code (latest version).")
     error_message = models.TextField(blank=True)
+    # Text → diagram: a queued repair sends the latest code and this parser message back to the model.
+    repair_error = models.TextField(blank=True)
+    repair_attempts = models.PositiveSmallIntegerField(default=0)
 
     # Round trip: a text→diagram conversion drawn from a diagram→text result.
     source = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="derived")
@@ -176,6 +179,8 @@ class Example(models.Model):
     language = models.CharField(max_length=10, choices=Language.choices, default=Language.ENGLISH)
     embedding = VectorField(dimensions=EMBEDDING_DIMENSIONS, null=True, blank=True, editable=False)
     embedding_model = models.CharField(max_length=200, blank=True, editable=False)
+    # Examples are embedded by the worker (the web process never loads CLIP); a failure is kept here.
+    embedding_error = models.TextField(blank=True, editable=False)
     source_conversion = models.ForeignKey(
         Conversion, null=True, blank=True, on_delete=models.SET_NULL, related_name="promoted_examples"
     )
@@ -210,3 +215,44 @@ class ConversionExample(models.Model):
 
     class Meta:
         ordering = ["rank"]
+
+
+class MermaidVersion(models.Model):
+    """One saved state of a text → diagram conversion's Mermaid code."""
+
+    class Origin(models.TextChoices):
+        MODEL = "model", _("Written by the model")
+        REPAIR = "repair", _("Repaired by the model")
+        EDIT = "edit", _("Edited by you")
+        RESTORE = "restore", _("Restored from an earlier version")
+
+    conversion = models.ForeignKey(Conversion, on_delete=models.CASCADE, related_name="mermaid_versions")
+    number = models.PositiveIntegerField()
+    code = models.TextField()
+    origin = models.CharField(max_length=10, choices=Origin.choices)
+    parse_error = models.TextField(blank=True, help_text="The parser's message when this code did not parse.")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-number"]
+        constraints = [models.UniqueConstraint(fields=["conversion", "number"], name="unique_mermaid_version")]
+
+    def __str__(self) -> str:
+        return f"{self.conversion_id} v{self.number}"
+
+
+class ApiToken(models.Model):
+    """A personal API token. Only its SHA-256 is stored; the token is shown once."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=16, help_text="The token's first characters, to recognise it.")
+    token_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
