@@ -89,6 +89,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "describer.middleware.HtmxLoginRedirectMiddleware",
     # AxesMiddleware should be the last one.
     "axes.middleware.AxesMiddleware",
 ]
