@@ -6,7 +6,10 @@ from django.contrib.auth.forms import UserCreationForm
 from django.utils.translation import gettext_lazy as _
 
 from describer.images import NormalisedImage, allowed_text, check_extension, check_size, normalise_upload
+from describer.mermaid import MERMAID_MAX_CHARS
 from describer.models import Conversion
+
+PARSE_ERROR_MAX_CHARS = 2000
 
 
 class UploadForm(forms.Form):
@@ -66,6 +69,38 @@ class TextForm(forms.Form):
                 % {"length": f"{len(text):,}", "limit": f"{limit:,}"}
             )
         return text
+
+
+class MermaidForm(forms.Form):
+    """Mermaid code from the editor, with the browser parser's message when it did not parse."""
+
+    code = forms.CharField(
+        strip=False,
+        error_messages={"required": _("The Mermaid code is empty; write at least the flowchart's first line.")},
+    )
+    parse_error = forms.CharField(required=False, strip=True)
+
+    def clean_code(self):
+        code = self.cleaned_data["code"].replace("\r\n", "\n").strip("\n")
+        if not code.strip():
+            raise forms.ValidationError(self.fields["code"].error_messages["required"])
+        if len(code) > MERMAID_MAX_CHARS:
+            raise forms.ValidationError(
+                _("The code has %(length)s characters; at most %(limit)s are allowed.")
+                % {"length": f"{len(code):,}", "limit": f"{MERMAID_MAX_CHARS:,}"}
+            )
+        return code
+
+    def clean_parse_error(self):
+        return self.cleaned_data["parse_error"][:PARSE_ERROR_MAX_CHARS]
+
+
+class RepairForm(MermaidForm):
+    def clean_parse_error(self):
+        error = super().clean_parse_error()
+        if not error:
+            raise forms.ValidationError(_("This code parses; there is nothing to repair."))
+        return error
 
 
 class HistoryFilterForm(forms.Form):

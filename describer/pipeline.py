@@ -8,19 +8,20 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from describer import jobs, postprocess, prompts
+from describer import drawing, jobs, postprocess, prompts
 from describer.images import load_for_model
 from describer.models import Conversion, ConversionExample, Example
 from describer.progress import Broadcaster, JobProgress
 
 if TYPE_CHECKING:
-    from describer.inference.runtime import DescriberRuntime
+    from describer.inference.runtime import DescriberRuntime, GenerationRequest
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ class JobRunner:
             if job.kind == Conversion.Kind.DIAGRAM_TO_TEXT:
                 self.describe(job, progress)
             else:
-                raise NotImplementedError(_("Text → diagram conversions are not available yet."))
+                drawing.draw(self, job, progress)
         except WorkerStopping:
             jobs.release_job(job)
             log.info("released %s: worker stopping", job.pk)
@@ -65,7 +66,88 @@ class JobRunner:
             }
         jobs.fail_job(job, message)
 
+    def run_batch(self, batch: list[Conversion]) -> None:
+        """Run diagram → text jobs with one generation for all; never raises for the jobs' own errors.
+
+        Preprocessing and retrieval run job by job, and a failure there fails that job alone. The
+        requests then generate together (runtime.stream_batch): each job's text streams to its own
+        page and each job is finished as soon as its own text is. If the batch runs out of GPU
+        memory, its unfinished jobs run again one by one.
+        """
+        from describer.inference.errors import OutOfMemory
+
+        prepared = [item for item in (self._prepare_batched(job) for job in batch) if item is not None]
+        if not prepared:
+            return
+        try:
+            self.generate_batch(prepared)
+        except WorkerStopping:
+            for item in self._unfinished(prepared):
+                jobs.release_job(item.job)
+            log.info("released %s jobs of a batch: worker stopping", len(self._unfinished(prepared)))
+        except OutOfMemory as error:
+            unfinished = self._unfinished(prepared)
+            log.warning("a batch of %s ran out of GPU memory; running %s jobs one by one", len(prepared), len(unfinished))
+            for item in unfinished:
+                if len(prepared) == 1:
+                    self._finish_failed(item, error)
+                else:
+                    self.run(item.job)
+        except Exception as error:  # noqa: BLE001 - every failure becomes the jobs' readable message
+            for item in self._unfinished(prepared):
+                self._finish_failed(item, error)
+
+    def _prepare_batched(self, job: Conversion) -> _BatchedJob | None:
+        progress = JobProgress(job, self.broadcaster)
+        try:
+            request, timings = self.prepare_description(job, progress)
+        except WorkerStopping:
+            jobs.release_job(job)
+            return None
+        except Exception as error:  # noqa: BLE001 - this job fails alone
+            self.fail(job, error)
+            progress.finished()
+            return None
+        return _BatchedJob(job, progress, request, timings)
+
+    def generate_batch(self, batch: list[_BatchedJob]) -> None:
+        started = time.monotonic()
+        deadline = started + settings.DESCRIBER_TIME_LIMIT_S
+        for item in batch:
+            item.progress.stage(Conversion.Stage.GENERATION)
+        for index, chunk in self.runtime.stream_batch([item.request for item in batch], deadline=deadline):
+            if self.should_stop():
+                raise WorkerStopping
+            item = batch[index]
+            item.first_token_at = item.first_token_at or time.monotonic()
+            item.progress.add_text(chunk, chunk.tokens)
+            if chunk.final:
+                item.progress.flush()
+                item.timings.update(_generation_timings(started, item.first_token_at, item.progress.tokens))
+                item.done = True
+                try:
+                    self.finish_description(item.job, item.progress, item.timings)
+                except Exception as error:  # noqa: BLE001 - this job fails alone
+                    self.fail(item.job, error)
+                item.progress.finished()
+
+    def _unfinished(self, batch: list[_BatchedJob]) -> list[_BatchedJob]:
+        return [item for item in batch if not item.done]
+
+    def _finish_failed(self, item: _BatchedJob, error: Exception) -> None:
+        item.done = True
+        item.progress.flush()
+        self.fail(item.job, error)
+        item.progress.finished()
+
     def describe(self, job: Conversion, progress: JobProgress) -> None:
+        request, timings = self.prepare_description(job, progress)
+        progress.stage(Conversion.Stage.GENERATION)
+        timings.update(self.generate(request, progress))
+        self.finish_description(job, progress, timings)
+
+    def prepare_description(self, job: Conversion, progress: JobProgress) -> tuple[GenerationRequest, dict]:
+        """Preprocessing and retrieval: everything a description needs before generation."""
         timings = {"queue_wait_s": _seconds(job.started_at - job.created_at)}
         started = time.monotonic()
         progress.stage(Conversion.Stage.PREPROCESSING)
@@ -77,7 +159,6 @@ class JobRunner:
         examples = self.retrieve(job, image)
         timings["retrieval_s"] = _since(started)
 
-        progress.stage(Conversion.Stage.GENERATION)
         from describer.inference.runtime import GenerationRequest
 
         request = GenerationRequest(
@@ -85,8 +166,9 @@ class JobRunner:
             max_new_tokens=settings.DESCRIBER_MAX_NEW_TOKENS,
             min_new_tokens=settings.DESCRIBER_MIN_NEW_TOKENS,
         )
-        timings.update(self.generate(request, progress))
+        return request, timings
 
+    def finish_description(self, job: Conversion, progress: JobProgress, timings: dict) -> None:
         progress.stage(Conversion.Stage.POSTPROCESSING)
         structure = postprocess.structure_description(progress.text, job.language)
         Conversion.objects.filter(pk=job.pk).update(
@@ -122,14 +204,28 @@ class JobRunner:
             first_token_at = first_token_at or time.monotonic()
             progress.add_text(chunk, chunk.tokens)
         progress.flush()
-        finished = time.monotonic()
-        decode_seconds = finished - (first_token_at or finished)
-        return {
-            "first_token_s": round((first_token_at or finished) - started, 3),
-            "generation_s": round(finished - started, 3),
-            "tokens": progress.tokens,
-            "tokens_per_s": round(progress.tokens / decode_seconds, 1) if decode_seconds > 0 else None,
-        }
+        return _generation_timings(started, first_token_at, progress.tokens)
+
+
+@dataclass
+class _BatchedJob:
+    job: Conversion
+    progress: JobProgress
+    request: GenerationRequest
+    timings: dict
+    first_token_at: float | None = None
+    done: bool = False
+
+
+def _generation_timings(started: float, first_token_at: float | None, tokens: int) -> dict:
+    finished = time.monotonic()
+    decode_seconds = finished - (first_token_at or finished)
+    return {
+        "first_token_s": round((first_token_at or finished) - started, 3),
+        "generation_s": round(finished - started, 3),
+        "tokens": tokens,
+        "tokens_per_s": round(tokens / decode_seconds, 1) if decode_seconds > 0 else None,
+    }
 
 
 def _seconds(delta) -> float:

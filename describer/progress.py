@@ -64,7 +64,7 @@ class JobProgress:
         self.publish()
 
     def add_text(self, chunk: str, tokens: int = 1) -> None:
-        self.text += chunk
+        self.text += chunk.replace("\x00", "")  # PostgreSQL text cannot hold NUL; models can write it
         self.tokens += tokens
         self.dirty = True
         if time.monotonic() - self.last_flush >= self.interval:

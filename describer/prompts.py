@@ -83,3 +83,119 @@ def describe_messages(image: Image.Image, example_descriptions: Sequence[str], l
         {"role": "system", "content": [{"type": "text", "text": describe_system_prompt(language)}]},
         {"role": "user", "content": user_content},
     ]
+
+
+# --- Text → diagram ------------------------------------------------------------------
+#
+# A text-only chat: the system prompt fixes the output (one ```mermaid block, a
+# flowchart in a safe, parseable subset of the syntax), then few-shot turns (a
+# description as the user, its code as the assistant), then the user's text.
+# A repair sends the failing code and the parser's message back.
+
+DRAW_SYSTEM_PROMPT = """\
+You are an expert business analyst. You turn descriptions of processes into Mermaid flowcharts \
+that show every step, decision and end state of the process, and nothing it does not say.
+
+Answer with one Mermaid code block and nothing before or after it:
+```mermaid
+flowchart TD
+    ...
+```
+
+Rules:
+- The first line is `flowchart TD`. One node per step, in the order the process runs.
+- Node ids are short ASCII names (A, B, C, … or check_order); the visible text is the label, \
+always in double quotes: A["Check the order"].
+- Start and end states are stadiums: S(["Order received"]). Decisions are rhombi: \
+D{"Is the order paid?"}. Every edge leaving a decision carries its condition: D -->|"Yes"| E.
+- Loops are edges back to the earlier node. Participants, pools or lanes become subgraphs: \
+subgraph sales["Sales"] … end.
+- Write the labels in the language of the description (Russian description → Russian labels), \
+in its own words.
+- Never put double quotes, HTML tags or Markdown inside a label. No style, classDef, click, \
+links or %%{init}%% directives.
+"""
+
+DRAW_REQUEST = "Draw this process as a Mermaid flowchart."
+
+# Used when no curated example has Mermaid code yet: one English, one Russian, so the
+# model sees the format and that the labels keep the description's language.
+BUILT_IN_DRAWING_EXAMPLES: list[tuple[str, str]] = [
+    (
+        """\
+# Order handling
+1. A customer places an order.
+2. The shop checks whether the order is paid.
+   - If it is paid: go to step 3.
+   - If it is not paid: end: order cancelled.
+3. The warehouse ships the goods.
+4. End: order delivered.""",
+        """\
+flowchart TD
+    A(["Order placed"]) --> B{"Is the order paid?"}
+    B -->|"Yes"| C["Ship the goods"]
+    B -->|"No"| X(["Order cancelled"])
+    C --> E(["Order delivered"])""",
+    ),
+    (
+        """\
+# Согласование отпуска
+Сотрудник подаёт заявление. Руководитель рассматривает его: если согласовано, отдел кадров \
+оформляет приказ и процесс завершается; если нет, заявление возвращается сотруднику на доработку.""",
+        """\
+flowchart TD
+    A(["Заявление подано"]) --> B["Руководитель рассматривает заявление"]
+    B --> C{"Согласовано?"}
+    C -->|"Да"| D["Отдел кадров оформляет приказ"]
+    C -->|"Нет"| E["Сотрудник дорабатывает заявление"]
+    E --> B
+    D --> F(["Отпуск оформлен"])""",
+    ),
+]
+
+REPAIR_SYSTEM_PROMPT = (
+    DRAW_SYSTEM_PROMPT
+    + """
+Now you are fixing code that the Mermaid parser rejected. Change only what the error needs; keep \
+every node, edge and label, and the labels' language. Answer with the whole corrected code in one \
+```mermaid block.
+"""
+)
+
+REPAIR_REQUEST = """\
+This Mermaid code does not parse.
+
+Parser error:
+{error}
+
+Code:
+```mermaid
+{code}
+```
+
+Common causes: a label with brackets, parentheses, quotes or other special characters that is \
+not wrapped in double quotes; a missing or misspelt arrow; a subgraph without its `end`; text \
+after the code. Write the corrected code."""
+
+
+def mermaid_block(code: str) -> str:
+    return f"```mermaid\n{code.strip()}\n```"
+
+
+def draw_messages(text: str, examples: Sequence[tuple[str, str]]) -> list[dict]:
+    """Chat messages for one text → diagram request; `examples` are (description, Mermaid code)
+    pairs shown as earlier turns of the conversation."""
+    messages: list[dict] = [{"role": "system", "content": DRAW_SYSTEM_PROMPT}]
+    for description, code in examples or BUILT_IN_DRAWING_EXAMPLES:
+        messages.append({"role": "user", "content": f"{DRAW_REQUEST}\n\n{description.strip()}"})
+        messages.append({"role": "assistant", "content": mermaid_block(code)})
+    messages.append({"role": "user", "content": f"{DRAW_REQUEST}\n\n{text.strip()}"})
+    return messages
+
+
+def repair_messages(code: str, error: str) -> list[dict]:
+    """Chat messages asking the model to fix code that the Mermaid parser rejected with `error`."""
+    return [
+        {"role": "system", "content": REPAIR_SYSTEM_PROMPT},
+        {"role": "user", "content": REPAIR_REQUEST.format(error=error.strip(), code=code.strip())},
+    ]

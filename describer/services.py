@@ -13,9 +13,11 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import transaction
+from django.db.models import F, Max
+from django.utils.translation import gettext as _
 
 from describer.images import NormalisedImage, thumbnail_from_bytes
-from describer.models import Conversion
+from describer.models import Conversion, MermaidVersion
 
 log = logging.getLogger(__name__)
 
@@ -101,3 +103,107 @@ def conversion_retry(conversion: Conversion) -> None:
         timings={},
     )
     transaction.on_commit(wake_worker)
+
+
+# --- Text → diagram: versions, repairs, the round trip ----------------------------------
+
+
+class ConversionStateError(Exception):
+    """The conversion is not in a state that allows the action; the message says why."""
+
+
+def mermaid_version_add(conversion: Conversion, *, code: str, origin: str, parse_error: str = "") -> MermaidVersion:
+    """Append a version of the Mermaid code and make it the conversion's current code."""
+    with transaction.atomic():
+        # The row lock numbers concurrent saves one after the other.
+        Conversion.objects.select_for_update().filter(pk=conversion.pk).first()
+        last = conversion.mermaid_versions.aggregate(last=Max("number"))["last"] or 0
+        version = MermaidVersion.objects.create(
+            conversion=conversion, number=last + 1, code=code, origin=origin, parse_error=parse_error
+        )
+        Conversion.objects.filter(pk=conversion.pk).update(output_mermaid=code)
+    conversion.output_mermaid = code
+    return version
+
+
+def _check_editable(conversion: Conversion) -> None:
+    if conversion.kind != Conversion.Kind.TEXT_TO_DIAGRAM:
+        raise ConversionStateError(_("Only a text → diagram conversion has Mermaid code to edit."))
+    if not conversion.is_finished:
+        raise ConversionStateError(_("The model is still working on this diagram; wait until it has finished."))
+
+
+def _take_over(conversion: Conversion, *, code: str, origin: str, parse_error: str = "") -> MermaidVersion:
+    """The user's own version: it is the result now, even after a failed repair."""
+    with transaction.atomic():
+        _check_editable(Conversion.objects.select_for_update().get(pk=conversion.pk))  # not queued meanwhile
+        version = mermaid_version_add(conversion, code=code, origin=origin, parse_error=parse_error)
+        Conversion.objects.filter(pk=conversion.pk).update(
+            status=Conversion.Status.DONE, stage=Conversion.Stage.FINISHED, error_message="", repair_error=""
+        )
+    conversion.status, conversion.error_message, conversion.repair_error = Conversion.Status.DONE, "", ""
+    return version
+
+
+def mermaid_save(conversion: Conversion, *, code: str, parse_error: str = "") -> MermaidVersion | None:
+    """Keep the user's edit as a new version; None when it is the current code already."""
+    _check_editable(conversion)
+    if code == conversion.output_mermaid and conversion.mermaid_versions.exists():
+        return None
+    return _take_over(conversion, code=code, origin=MermaidVersion.Origin.EDIT, parse_error=parse_error)
+
+
+def mermaid_restore(conversion: Conversion, number: int) -> MermaidVersion:
+    """Make an earlier version current again, as a new version (the history only grows).
+    Raises MermaidVersion.DoesNotExist for an unknown number."""
+    _check_editable(conversion)
+    earlier = conversion.mermaid_versions.get(number=number)
+    return _take_over(
+        conversion, code=earlier.code, origin=MermaidVersion.Origin.RESTORE, parse_error=earlier.parse_error
+    )
+
+
+def conversion_request_repair(conversion: Conversion, *, code: str, error: str) -> None:
+    """Queue the conversion again so that the model fixes `code`, which the parser rejected with `error`.
+
+    The code is kept as a version first (with its error) when it differs from the current one.
+    At most DESCRIBER_MAX_REPAIRS repairs per conversion."""
+    _check_editable(conversion)
+    with transaction.atomic():
+        locked = Conversion.objects.select_for_update().get(pk=conversion.pk)
+        _check_editable(locked)  # another request may have queued it meanwhile
+        if locked.repair_attempts >= settings.DESCRIBER_MAX_REPAIRS:
+            raise ConversionStateError(
+                _("All %(count)s repair attempts have been used; edit the code by hand.")
+                % {"count": settings.DESCRIBER_MAX_REPAIRS}
+            )
+        latest = locked.mermaid_versions.first()
+        if latest is None or latest.code != code:
+            mermaid_version_add(locked, code=code, origin=MermaidVersion.Origin.EDIT, parse_error=error)
+        else:
+            MermaidVersion.objects.filter(pk=latest.pk).update(parse_error=error)
+        Conversion.objects.filter(pk=locked.pk).update(
+            status=Conversion.Status.QUEUED,
+            stage=Conversion.Stage.QUEUED,
+            repair_error=error,
+            repair_attempts=F("repair_attempts") + 1,
+            attempts=0,
+            error_message="",
+            output_raw="",
+            tokens_generated=0,
+            started_at=None,
+            finished_at=None,
+            heartbeat_at=None,
+            worker="",
+        )
+        transaction.on_commit(wake_worker)
+
+
+def conversion_draw(source: Conversion) -> Conversion:
+    """The round trip: draw a finished description as a new text → diagram conversion."""
+    if source.kind != Conversion.Kind.DIAGRAM_TO_TEXT or source.status != Conversion.Status.DONE:
+        raise ConversionStateError(_("Only a finished diagram → text description can be drawn."))
+    if not source.output_text.strip():
+        raise ConversionStateError(_("This conversion has no description to draw."))
+    text = source.output_text[: settings.TEXT_INPUT_MAX_CHARS]
+    return conversion_create_from_text(owner=source.owner, text=text, source=source)

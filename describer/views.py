@@ -20,8 +20,8 @@ from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import HttpResponseClientRedirect
 
 from describer import services
-from describer.forms import HistoryFilterForm, SignupForm, TextForm, UploadForm
-from describer.models import Conversion, Example
+from describer.forms import HistoryFilterForm, MermaidForm, RepairForm, SignupForm, TextForm, UploadForm
+from describer.models import Conversion, Example, MermaidVersion
 
 
 def _get_conversion_for_user(request: HttpRequest, pk) -> Conversion:
@@ -43,7 +43,9 @@ def _wants_fragment(request: HttpRequest) -> bool:
 @vary_on_headers("HX-Request")  # the page and its fragment share a URL; caches must keep them apart
 def history(request: HttpRequest) -> HttpResponse:
     filters = HistoryFilterForm(request.GET)
-    conversions = filters.filter(Conversion.objects.owned_by(request.user))
+    # source and derived: the round-trip links of each row ("drawn from …", "drawn as …").
+    mine = Conversion.objects.owned_by(request.user).select_related("source").prefetch_related("derived")
+    conversions = filters.filter(mine)
     page = Paginator(conversions, settings.HISTORY_PAGE_SIZE).get_page(request.GET.get("page"))
     query = request.GET.copy()
     query.pop("page", None)
@@ -148,3 +150,87 @@ def retry(request: HttpRequest, pk) -> HttpResponse:
     conversion = _get_conversion_for_user(request, pk)
     services.conversion_retry(conversion)
     return _redirect(request, conversion.get_absolute_url())
+
+
+# --- Text → diagram: the Mermaid editor, repairs, export, the round trip ----------------
+
+
+def _form_error(form) -> str:
+    return next(iter(form.errors.values()))[0]
+
+
+@require_POST
+def mermaid_save(request: HttpRequest, pk) -> HttpResponse:
+    conversion = _get_conversion_for_user(request, pk)
+    form = MermaidForm(request.POST)
+    try:
+        if not form.is_valid():
+            raise services.ConversionStateError(_form_error(form))
+        version = services.mermaid_save(conversion, **form.cleaned_data)
+    except services.ConversionStateError as error:
+        return _saved(request, conversion, error=str(error))
+    notice = _("Saved as version %(number)s.") % {"number": version.number} if version else _("No changes to save.")
+    return _saved(request, conversion, notice=notice)
+
+
+def _saved(request: HttpRequest, conversion: Conversion, *, notice: str = "", error: str = "") -> HttpResponse:
+    """htmx gets the version list back with the outcome; a plain form post, a message and the page."""
+    if not request.htmx:
+        messages.add_message(request, messages.ERROR if error else messages.SUCCESS, error or notice)
+        return redirect(conversion.get_absolute_url())
+    context = {"conversion": conversion, "notice": notice, "save_error": error}
+    return render(request, "describer/_diagram_versions.html", context, status=400 if error else 200)
+
+
+@require_POST
+def mermaid_restore(request: HttpRequest, pk, number: int) -> HttpResponse:
+    """Make an earlier version current; htmx gets the whole editor back, holding that code."""
+    conversion = _get_conversion_for_user(request, pk)
+    try:
+        version = services.mermaid_restore(conversion, number)
+    except MermaidVersion.DoesNotExist:
+        raise Http404("No such version.") from None
+    except services.ConversionStateError as error:
+        messages.error(request, str(error))
+        return _redirect(request, conversion.get_absolute_url())
+    if not request.htmx:
+        return redirect(conversion.get_absolute_url())
+    notice = _("Version %(old)s restored as version %(new)s.") % {"old": number, "new": version.number}
+    return render(request, "describer/_diagram.html", {"conversion": conversion, "notice": notice})
+
+
+@require_POST
+def repair(request: HttpRequest, pk) -> HttpResponse:
+    """Send code that does not parse, with the parser's message, back to the model."""
+    conversion = _get_conversion_for_user(request, pk)
+    form = RepairForm(request.POST)
+    try:
+        if not form.is_valid():
+            raise services.ConversionStateError(_form_error(form))
+        services.conversion_request_repair(
+            conversion, code=form.cleaned_data["code"], error=form.cleaned_data["parse_error"]
+        )
+    except services.ConversionStateError as error:
+        messages.error(request, str(error))
+    return _redirect(request, conversion.get_absolute_url())
+
+
+def download_mermaid(request: HttpRequest, pk) -> HttpResponse:
+    conversion = _get_conversion_for_user(request, pk)
+    if not conversion.output_mermaid:
+        raise Http404("This conversion has no Mermaid code yet.")
+    response = HttpResponse(conversion.output_mermaid + "\n", content_type="text/plain; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{conversion.download_stem()}.mmd"'
+    return response
+
+
+@require_POST
+def draw(request: HttpRequest, pk) -> HttpResponse:
+    """The round trip: draw a finished description as a new text → diagram conversion."""
+    source = _get_conversion_for_user(request, pk)
+    try:
+        drawing = services.conversion_draw(source)
+    except services.ConversionStateError as error:
+        messages.error(request, str(error))
+        return _redirect(request, source.get_absolute_url())
+    return _redirect(request, drawing.get_absolute_url())

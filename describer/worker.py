@@ -59,9 +59,7 @@ class JobLoop:
                 close_old_connections()
                 jobs.recover_stale_jobs()
                 claimed = self.claim(jobs)
-                for job in claimed:
-                    close_old_connections()
-                    runner.run(job)
+                self.run_claimed(runner, claimed)
             except Exception:  # database or Redis hiccup: log, wait, carry on
                 log.exception("job loop error")
                 claimed = []
@@ -70,6 +68,20 @@ class JobLoop:
                 self.wake_event.clear()
         close_old_connections()
         log.info("worker %s stopped", self.name)
+
+    def run_claimed(self, runner, claimed: list) -> None:
+        """Diagram → text jobs claimed together generate as one batch; other jobs run one by one."""
+        from describer.models import Conversion
+
+        describe = [job for job in claimed if job.kind == Conversion.Kind.DIAGRAM_TO_TEXT]
+        if len(describe) > 1:
+            close_old_connections()
+            runner.run_batch(describe)
+        for job in claimed:
+            if len(describe) > 1 and job in describe:
+                continue
+            close_old_connections()
+            runner.run(job)
 
     def claim(self, jobs_module) -> list:
         """Claim one job, or with batching, what arrives within the batch window."""

@@ -73,6 +73,8 @@ INSTALLED_APPS = [
     "channels",
     "django_htmx",
     "axes",
+    # django-ninja (the JSON API): listed so its docs page uses its bundled Swagger UI, not a CDN.
+    "ninja",
 ]
 
 MIDDLEWARE = [
@@ -208,6 +210,10 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 TEXT_INPUT_MAX_CHARS = envint("TEXT_INPUT_MAX_CHARS", 20_000)
 HISTORY_PAGE_SIZE = envint("HISTORY_PAGE_SIZE", 20)
 
+# --- JSON API (/api/v1/) ---------------------------------------------------------------
+# Conversions one API token may create a minute; 0 turns the limit off.
+API_JOBS_PER_MINUTE = envint("API_JOBS_PER_MINUTE", 30)
+
 # --- Models and the GPU worker ------------------------------------------------------
 # "tiny" selects the tiny random models that `make_tiny_models` builds (they write nonsense).
 DESCRIBER_MODEL = envstr("DESCRIBER_MODEL", "Qwen/Qwen2.5-VL-3B-Instruct")
@@ -223,9 +229,14 @@ DESCRIBER_MAX_NEW_TOKENS = envint("DESCRIBER_MAX_NEW_TOKENS", 1024)
 DESCRIBER_MIN_NEW_TOKENS = envint("DESCRIBER_MIN_NEW_TOKENS", 0)
 DESCRIBER_TIME_LIMIT_S = envfloat("DESCRIBER_TIME_LIMIT_S", 300)
 DESCRIBER_MAX_ATTEMPTS = envint("DESCRIBER_MAX_ATTEMPTS", 3)
-DESCRIBER_BATCH_SIZE = envint("DESCRIBER_BATCH_SIZE", 1)
+# Text → diagram: how many times a user may send unparseable code back to the model.
+DESCRIBER_MAX_REPAIRS = envint("DESCRIBER_MAX_REPAIRS", 3)
+# Diagram → text jobs claimed together generate as one batch (docs/PERFORMANCE.md has the figures).
+DESCRIBER_BATCH_SIZE = envint("DESCRIBER_BATCH_SIZE", 16)
 DESCRIBER_BATCH_WINDOW_MS = envint("DESCRIBER_BATCH_WINDOW_MS", 50)
 DESCRIBER_POLL_SECONDS = envfloat("DESCRIBER_POLL_SECONDS", 5)
+# A static KV cache and, on CUDA, the decode step as one CUDA graph; off: transformers' generate.
+DESCRIBER_FAST_DECODE = envbool("DESCRIBER_FAST_DECODE", True)
 DESCRIBER_STREAM_INTERVAL_MS = envint("DESCRIBER_STREAM_INTERVAL_MS", 100)
 # A running job whose heartbeat is older than this belongs to a dead worker.
 DESCRIBER_STALE_AFTER_S = envint("DESCRIBER_STALE_AFTER_S", 120)

@@ -12,5 +12,6 @@ urlpatterns = [
     # The login page has a language switch too.
     path("i18n/setlang/", login_not_required(set_language), name="set_language"),
     path("admin/", admin.site.urls),
+    path("api/v1/", include("describer.api.urls")),
     path("", include("describer.urls")),
 ]

@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from PIL import Image
-from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer, TextStreamer
 
 from describer.inference.errors import GenerationTimeout, OutOfMemory
+from describer.inference.fast_decode import FastDecoder, RowLimits, unsupported_reason
 from describer.inference.loading import (
     DEFAULT_MAX_IMAGE_PIXELS,
     is_cuda_oom,
@@ -83,10 +84,14 @@ def _is_image_item(item: dict[str, Any]) -> bool:
 class DescriberRuntime:
     """The vision-language model and the CLIP embedder behind one object.
 
-    Load it once per worker process (``from_settings()``), then call ``stream()`` per job and
-    ``embed_image()`` / ``embed_text()`` for retrieval. ``stream()`` handles one request, and one
-    stream should run at a time; the inputs are prepared by ``prepare_inputs()``, which already
-    accepts a batch.
+    Load it once per worker process (``from_settings()``), then call ``stream()`` per job or
+    ``stream_batch()`` for several jobs at once, and ``embed_image()`` / ``embed_text()`` for
+    retrieval. One stream should run at a time.
+
+    Generation runs through ``FastDecoder`` (a static KV cache and, on CUDA, the decode step as one
+    CUDA graph) when it can: ``fast_decode`` on (DESCRIBER_FAST_DECODE), the whole model on one
+    device. Otherwise ``stream()`` uses transformers' ``generate`` (``stream_generate()``), and a
+    batch runs its requests one after another through it.
     """
 
     def __init__(
@@ -98,6 +103,7 @@ class DescriberRuntime:
         model_name: str,
         is_tiny: bool = False,
         time_limit_s: float | None = None,
+        fast_decode: bool = True,
     ) -> None:
         self.model = model
         self.processor = processor
@@ -105,6 +111,7 @@ class DescriberRuntime:
         self.model_name = model_name
         self.is_tiny = is_tiny
         self.time_limit_s = time_limit_s  # only for the GenerationTimeout message
+        self.decoder = _fast_decoder(model, cuda_graphs=fast_decode)
 
     @classmethod
     def load(
@@ -118,6 +125,7 @@ class DescriberRuntime:
         cache_dir: str = "",
         max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
         time_limit_s: float | None = None,
+        fast_decode: bool = True,
     ) -> DescriberRuntime:
         vlm_source, clip_source = str(vlm_source), str(clip_source)
         model, processor = load_vlm(
@@ -132,7 +140,13 @@ class DescriberRuntime:
         tiny = is_tiny_model(vlm_source)
         name = "tiny random Qwen2.5-VL (writes nonsense)" if tiny else vlm_source
         return cls(
-            model=model, processor=processor, clip=clip, model_name=name, is_tiny=tiny, time_limit_s=time_limit_s
+            model=model,
+            processor=processor,
+            clip=clip,
+            model_name=name,
+            is_tiny=tiny,
+            time_limit_s=time_limit_s,
+            fast_decode=fast_decode,
         )
 
     @classmethod
@@ -149,6 +163,7 @@ class DescriberRuntime:
             cache_dir=settings.MODEL_CACHE_DIR,
             max_pixels=getattr(settings, "DESCRIBER_MAX_PIXELS", DEFAULT_MAX_IMAGE_PIXELS),
             time_limit_s=getattr(settings, "DESCRIBER_TIME_LIMIT_S", None),
+            fast_decode=getattr(settings, "DESCRIBER_FAST_DECODE", True),
         )
 
     @property
@@ -196,6 +211,61 @@ class DescriberRuntime:
         here (CUDA OOM as OutOfMemory). Stopping the iteration early (``close()``, ``break``)
         stops the generate thread as well.
         """
+        if self.decoder is not None and self.decoder.cuda_graphs:
+            for _, chunk in self._stream_decoded([request], deadline):
+                if chunk:
+                    yield chunk
+            return
+        yield from self.stream_generate(request, deadline=deadline)
+
+    def stream_batch(
+        self, requests: list[GenerationRequest], *, deadline: float | None = None
+    ) -> Iterator[tuple[int, StreamChunk]]:
+        """Generate several requests together; yield ``(index, chunk)`` as each request's text grows.
+
+        Each request's output is what it would get alone (greedy; rows are padded and masked apart).
+        When a request is done, an empty chunk with ``final`` set says so (its ``tokens`` are any not
+        yet counted), so its job can be finished while the others still run. Deadline, errors and
+        early closing behave as in ``stream()``, for the whole batch.
+        """
+        if self.decoder is None:
+            for index, request in enumerate(requests):
+                for chunk in self.stream_generate(request, deadline=deadline):
+                    yield index, chunk
+                yield index, StreamChunk("", 0, final=True)
+            return
+        yield from self._stream_decoded(requests, deadline)
+
+    def _stream_decoded(
+        self, requests: list[GenerationRequest], deadline: float | None
+    ) -> Iterator[tuple[int, StreamChunk]]:
+        started = time.monotonic()
+        if deadline is not None and started >= deadline:
+            raise self._timeout(started, deadline)
+        for request in requests:
+            if request.max_new_tokens < 1:
+                raise ValueError(f"max_new_tokens must be at least 1 (got {request.max_new_tokens}).")
+        with _oom_as_inference_error("while preparing inputs"):
+            prompts = [self.prepare_inputs([request]) for request in requests]
+        limits = [RowLimits(request.max_new_tokens, request.min_new_tokens) for request in requests]
+        stop = _StopSignal(deadline)
+        thread = _DecodeThread(self.decoder, prompts, limits, stop)
+        del prompts
+        thread.start()
+        rows = [_RowText(self.processor.tokenizer, index) for index in range(len(requests))]
+        try:
+            yield from _drain_decoded(thread, rows)
+        finally:
+            stop.request_stop()
+            thread.join()
+        if thread.error is not None and is_cuda_oom(thread.error):
+            self.decoder.release()  # its cached buffers go back before the cache is emptied
+        _reraise(thread)
+        if stop.deadline_reached:
+            raise self._timeout(started, deadline)
+
+    def stream_generate(self, request: GenerationRequest, *, deadline: float | None = None) -> Iterator[StreamChunk]:
+        """``stream()`` through transformers' ``generate``: the fallback, and the benchmark's baseline."""
         started = time.monotonic()
         if deadline is not None and started >= deadline:
             raise self._timeout(started, deadline)
@@ -249,10 +319,13 @@ class _StopSignal(StoppingCriteria):
     def request_stop(self) -> None:
         self._requested.set()
 
-    def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
+    def should_stop(self) -> bool:
         if self.deadline is not None and time.monotonic() >= self.deadline:
             self.deadline_reached = True
-        stop = self.deadline_reached or self._requested.is_set()
+        return self.deadline_reached or self._requested.is_set()
+
+    def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
+        stop = self.should_stop()
         return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
 
 
@@ -274,15 +347,85 @@ class _GenerateThread(threading.Thread):
             self._kwargs = {}  # drop the input tensors as soon as possible
 
 
+class _DecodeThread(threading.Thread):
+    """Runs ``FastDecoder.decode`` and hands each step's tokens over a queue (None at the end)."""
+
+    def __init__(self, decoder: FastDecoder, prompts: list[Any], limits: list[RowLimits], stop: _StopSignal) -> None:
+        super().__init__(name="describer-generate", daemon=True)
+        self._decoder = decoder
+        self._prompts = prompts
+        self._limits = limits
+        self._signal = stop
+        self.steps: queue.Queue[list[Any] | None] = queue.Queue()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            for step in self._decoder.decode(self._prompts, self._limits, should_stop=self._signal.should_stop):
+                self.steps.put(step)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer thread
+            self.error = exc
+        finally:
+            self._prompts = []  # drop the input tensors as soon as possible
+            self.steps.put(None)
+
+
 class StreamChunk(str):
-    """A piece of streamed text that also says how many new tokens it took to write."""
+    """A piece of streamed text that also says how many new tokens it took to write.
+
+    ``final`` marks the end of one request of a batch (``stream_batch``); such a chunk is empty.
+    """
 
     tokens: int
+    final: bool
 
-    def __new__(cls, text: str, tokens: int) -> StreamChunk:
+    def __new__(cls, text: str, tokens: int, final: bool = False) -> StreamChunk:
         chunk = super().__new__(cls, text)
         chunk.tokens = tokens
+        chunk.final = final
         return chunk
+
+
+class _RowText(TextStreamer):
+    """Turns one row's tokens into text chunks, word by word, exactly as ``generate``'s streamer does."""
+
+    def __init__(self, tokenizer: Any, index: int) -> None:
+        super().__init__(tokenizer, skip_prompt=False, skip_special_tokens=True)
+        self.index = index
+        self._texts: list[str] = []
+        self._tokens = 0
+
+    def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+        if text:
+            self._texts.append(text)
+
+    def add(self, token: int, finished: bool) -> Iterator[tuple[int, StreamChunk]]:
+        self._tokens += 1
+        self.put(torch.tensor([token]))
+        if finished:
+            self.end()
+        text = "".join(self._texts)
+        self._texts.clear()
+        if text:
+            yield self.index, StreamChunk(text, self._tokens)
+            self._tokens = 0
+        if finished:
+            yield self.index, StreamChunk("", self._tokens, final=True)
+            self._tokens = 0
+
+
+def _drain_decoded(thread: _DecodeThread, rows: list[_RowText]) -> Iterator[tuple[int, StreamChunk]]:
+    while True:
+        try:
+            step = thread.steps.get(timeout=STREAM_POLL_S)
+        except queue.Empty:
+            if not thread.is_alive() and thread.steps.empty():
+                return
+            continue
+        if step is None:
+            return
+        for decoded in step:
+            yield from rows[decoded.row].add(decoded.token, decoded.finished)
 
 
 class _CountingStreamer(TextIteratorStreamer):
@@ -324,7 +467,17 @@ def _drain(streamer: _CountingStreamer, thread: threading.Thread) -> Iterator[St
             counted = total
 
 
-def _reraise(thread: _GenerateThread) -> None:
+def _fast_decoder(model: PreTrainedModel, *, cuda_graphs: bool) -> FastDecoder | None:
+    reason = unsupported_reason(model)
+    if reason is not None:
+        logger.warning("Fast decoding is off: %s. Generation uses transformers' generate, one request at a time.", reason)
+        return None
+    decoder = FastDecoder(model, cuda_graphs=cuda_graphs)
+    logger.info("Decoding with a static KV cache%s.", " and CUDA graphs" if decoder.cuda_graphs else "")
+    return decoder
+
+
+def _reraise(thread: _GenerateThread | _DecodeThread) -> None:
     error, thread.error = thread.error, None
     if error is None:
         return

@@ -12,14 +12,14 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from tokenizers import AddedToken, Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
 from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
 
 if TYPE_CHECKING:
-    from transformers import CLIPTokenizer, GenerationConfig, Qwen2_5_VLConfig, Qwen2Tokenizer
+    from transformers import CLIPTokenizer, GenerationConfig, Qwen2_5_VLConfig, Qwen2_5_VLProcessor, Qwen2Tokenizer
 
 SEED = 1234
 
@@ -195,12 +195,17 @@ def _qwen_vocab(trained: dict[str, int]) -> dict[str, int]:
     return {token: index for index, token in enumerate(ordered)}
 
 
-def build_tiny_qwen_tokenizer() -> Qwen2Tokenizer:
+def build_tiny_qwen_tokenizer(vocab_size: int | None = None) -> Qwen2Tokenizer:
+    """The tiny tokenizer; with ``vocab_size``, padded with filler words (" w123") to that many ids,
+    so that every id a full-size random model writes decodes to some text."""
     from transformers import Qwen2Tokenizer
 
     trained_vocab, merges = _train_byte_level_bpe()
+    vocab = _qwen_vocab(trained_vocab)
+    for filler in range(vocab_size - len(vocab) if vocab_size else 0):
+        vocab[f"\u0120w{filler}"] = len(vocab)  # \u0120 is the byte-level space
     tokenizer = Qwen2Tokenizer(
-        vocab=_qwen_vocab(trained_vocab),
+        vocab=vocab,
         merges=merges,
         extra_special_tokens=list(QWEN_SPECIAL_TOKENS[1:]),
         model_max_length=32768,
@@ -273,27 +278,27 @@ def _tiny_generation_config(tokenizer: Qwen2Tokenizer) -> GenerationConfig:
 
 
 def _save_tiny_vlm(target: Path) -> None:
-    from transformers import (
-        Qwen2_5_VLForConditionalGeneration,
-        Qwen2_5_VLProcessor,
-        Qwen2VLImageProcessor,
-        Qwen2VLVideoProcessor,
-    )
+    from transformers import Qwen2_5_VLForConditionalGeneration
 
     tokenizer = build_tiny_qwen_tokenizer()
-    processor = Qwen2_5_VLProcessor(
+    model = Qwen2_5_VLForConditionalGeneration(_tiny_vlm_config(tokenizer))
+    model.generation_config = _tiny_generation_config(tokenizer)
+    # transformers 5 ties embeddings only inside from_pretrained: tie before saving.
+    model.tie_weights()
+    model.save_pretrained(target)
+    _qwen_processor(tokenizer).save_pretrained(target)
+
+
+def _qwen_processor(tokenizer: Qwen2Tokenizer) -> Qwen2_5_VLProcessor:
+    from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor
+
+    return Qwen2_5_VLProcessor(
         # The real model's bounds; the runtime narrows them at load time (DESCRIBER_MAX_PIXELS).
         image_processor=Qwen2VLImageProcessor(min_pixels=56 * 56, max_pixels=28 * 28 * 16384),
         tokenizer=tokenizer,
         video_processor=Qwen2VLVideoProcessor(),  # mandatory for the processor, even unused
         chat_template=QWEN2_5_VL_CHAT_TEMPLATE,
     )
-    model = Qwen2_5_VLForConditionalGeneration(_tiny_vlm_config(tokenizer))
-    model.generation_config = _tiny_generation_config(tokenizer)
-    # transformers 5 ties embeddings only inside from_pretrained: tie before saving.
-    model.tie_weights()
-    model.save_pretrained(target)
-    processor.save_pretrained(target)
 
 
 # --- Tiny CLIP (sentence-transformers layout) -----------------------------------------------
@@ -309,23 +314,34 @@ def _tiny_clip_tokenizer() -> CLIPTokenizer:
     return CLIPTokenizer(vocab={token: index for index, token in enumerate(tokens)}, merges=[], model_max_length=77)
 
 
-def _save_tiny_hf_clip(target: Path) -> None:
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+def _save_hf_clip(target: Path, text_sizes: dict, vision_sizes: dict, image_processor: Any) -> None:
+    from transformers import CLIPConfig, CLIPModel, CLIPProcessor
 
     tokenizer = _tiny_clip_tokenizer()
     config = CLIPConfig(
         text_config={
+            **text_sizes,
             "vocab_size": len(tokenizer),
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
             "max_position_embeddings": 77,
             "bos_token_id": tokenizer.bos_token_id,
             "eos_token_id": tokenizer.eos_token_id,
             "pad_token_id": tokenizer.pad_token_id,
         },
-        vision_config={
+        vision_config=vision_sizes,
+        # Same width as clip-ViT-B-32, so embeddings fit the same vector(512) column.
+        projection_dim=512,
+    )
+    CLIPModel(config).save_pretrained(target)
+    CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(target)
+
+
+def _save_tiny_clip(target: Path) -> None:
+    from transformers import CLIPImageProcessor
+
+    _save_sentence_transformers_clip(
+        target,
+        text_sizes={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2},
+        vision_sizes={
             "hidden_size": 32,
             "intermediate_size": 64,
             "num_hidden_layers": 2,
@@ -333,20 +349,115 @@ def _save_tiny_hf_clip(target: Path) -> None:
             "image_size": 32,
             "patch_size": 8,
         },
-        # Same width as clip-ViT-B-32, so embeddings fit the same vector(512) column.
-        projection_dim=512,
+        image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
     )
-    image_processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
-    CLIPModel(config).save_pretrained(target)
-    CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(target)
 
 
-def _save_tiny_clip(target: Path) -> None:
+def _save_sentence_transformers_clip(target: Path, text_sizes: dict, vision_sizes: dict, image_processor: Any) -> None:
     from sentence_transformers import SentenceTransformer
 
     hf_dir = target.with_name(target.name + "-hf")
-    _save_tiny_hf_clip(hf_dir)
+    _save_hf_clip(hf_dir, text_sizes, vision_sizes, image_processor)
     # Loading the plain transformers folder lets sentence-transformers pick its CLIP modules;
     # saving writes them in its own layout (modules.json ...), like clip-ViT-B-32.
     SentenceTransformer(str(hf_dir), device="cpu").save(str(target))
     shutil.rmtree(hf_dir)
+
+
+# --- The real architectures with random weights (benchmarks only) -----------------------------
+
+QWEN2_5_VL_3B_VOCAB = 151936
+
+
+def qwen2_5_vl_3b_config(tokenizer: Qwen2Tokenizer) -> Qwen2_5_VLConfig:
+    """Qwen/Qwen2.5-VL-3B-Instruct's configuration, with the special-token ids of ``tokenizer``."""
+    from transformers import Qwen2_5_VLConfig
+
+    ids = {token: tokenizer.convert_tokens_to_ids(token) for token in QWEN_SPECIAL_TOKENS}
+    return Qwen2_5_VLConfig(
+        text_config={
+            "vocab_size": QWEN2_5_VL_3B_VOCAB,
+            "hidden_size": 2048,
+            "intermediate_size": 11008,
+            "num_hidden_layers": 36,
+            "num_attention_heads": 16,
+            "num_key_value_heads": 2,
+            "max_position_embeddings": 128000,
+            "rms_norm_eps": 1e-6,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [16, 24, 24]},
+            "sliding_window": 32768,
+            "use_sliding_window": False,
+            "max_window_layers": 70,
+            "hidden_act": "silu",
+            "bos_token_id": ids["<|endoftext|>"],
+            "eos_token_id": ids["<|im_end|>"],
+            "pad_token_id": ids["<|endoftext|>"],
+        },
+        vision_config={
+            "depth": 32,
+            "hidden_size": 1280,
+            "intermediate_size": 3420,
+            "num_heads": 16,
+            "out_hidden_size": 2048,
+            "patch_size": 14,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "window_size": 112,
+            "fullatt_block_indexes": [7, 15, 23, 31],
+            "tokens_per_second": 2,
+            "hidden_act": "silu",
+            "in_chans": 3,
+        },
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=True,
+    )
+
+
+def build_random_qwen2_5_vl_3b(directory: Path, *, device: str = "cpu") -> Path:
+    """Save Qwen2.5-VL-3B's architecture with random weights (bf16) into ``directory``, for benchmarks.
+
+    Same classes, configuration and generation settings as the real model, so loading, memory and
+    speed are the real ones; the text is nonsense. ``device="cuda"`` initialises the ~3.75 B weights
+    on the GPU, in seconds instead of minutes.
+    """
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    directory = Path(directory)
+    tokenizer = build_tiny_qwen_tokenizer(vocab_size=QWEN2_5_VL_3B_VOCAB)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(SEED)
+        with torch.device(device):
+            model = Qwen2_5_VLForConditionalGeneration(qwen2_5_vl_3b_config(tokenizer))
+    model.to(torch.bfloat16)
+    model.generation_config = _tiny_generation_config(tokenizer)
+    model.tie_weights()
+    model.save_pretrained(directory)
+    _qwen_processor(tokenizer).save_pretrained(directory)
+    return directory
+
+
+def build_random_clip_vit_b32(directory: Path) -> Path:
+    """clip-ViT-B-32's architecture (ViT-B/32 at 224 pixels, 512-wide text tower and projection) with
+    random weights, in the sentence-transformers layout, for benchmarks."""
+    from transformers import CLIPImageProcessor
+
+    directory = Path(directory)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(SEED)
+        _save_sentence_transformers_clip(
+            directory,
+            text_sizes={"hidden_size": 512, "intermediate_size": 2048, "num_hidden_layers": 12, "num_attention_heads": 8},
+            vision_sizes={
+                "hidden_size": 768,
+                "intermediate_size": 3072,
+                "num_hidden_layers": 12,
+                "num_attention_heads": 12,
+                "image_size": 224,
+                "patch_size": 32,
+            },
+            image_processor=CLIPImageProcessor(size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224}),
+        )
+    return directory

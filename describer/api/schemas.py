@@ -1,0 +1,126 @@
+"""What the API reads and writes. ninja builds the OpenAPI schema from these."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from django.urls import reverse
+from ninja import Field, Schema
+
+from describer.models import Conversion, ConversionExample
+
+
+class Problem(Schema):
+    """RFC 9457 problem details, sent as application/problem+json."""
+
+    type: str = Field(examples=["about:blank"])
+    title: str = Field(examples=["Invalid input"])
+    status: int = Field(examples=[422])
+    detail: str = Field(description="What was wrong and what to do about it, for a person to read.")
+    instance: str = Field(description="The path of the request.", examples=["/api/v1/conversions/text-to-diagram"])
+    errors: dict[str, list[str]] | None = Field(
+        None, description="Validation errors: messages for each field that was refused.",
+        examples=[{"text": ["Write or paste a description of the process first."]}],
+    )
+
+
+class TextIn(Schema):
+    text: str = Field(
+        description="The process description, in words (plain text or Markdown). Must not be empty; "
+        "at most TEXT_INPUT_MAX_CHARS characters (20,000 by default).",
+        examples=["Customer places an order. If the item is in stock, ship it; otherwise notify the customer."],
+    )
+
+
+class ListFilters(Schema):
+    kind: Conversion.Kind | None = Field(None, description="Only conversions of this kind.")
+    status: Conversion.Status | None = Field(None, description="Only conversions with this status.")
+    q: str = Field("", max_length=200, description="Search titles, input and output texts, file names.")
+    page: int = Field(1, ge=1, le=100_000, description="Page number, from 1.")
+    page_size: int | None = Field(None, ge=1, le=100, description="Conversions per page (HISTORY_PAGE_SIZE by default).")
+
+
+class ExampleUsedOut(Schema):
+    example_id: int | None = Field(description="The curated example; null if it was deleted since.")
+    name: str | None = Field(description="The example's name (its import/export file name).")
+    similarity: float = Field(description="Cosine similarity of the example's image to the upload, 0–1.")
+    rank: int = Field(description="1 for the most similar example.")
+
+    @staticmethod
+    def resolve_name(obj: ConversionExample) -> str | None:
+        return obj.example.name if obj.example else None
+
+
+class ConversionOut(Schema):
+    id: UUID
+    kind: Conversion.Kind
+    status: Conversion.Status = Field(description="queued → running → done or failed.")
+    stage: Conversion.Stage = Field(description="What the worker is doing now.")
+    queue_position: int | None = Field(description="1 for the next job to run; null once it is no longer waiting.")
+    title: str
+    language: Conversion.Language = Field(description='Language of the description; "" = the diagram\'s own.')
+    original_filename: str = Field(description="Diagram → text: the uploaded file's name.")
+    image_width: int | None
+    image_height: int | None
+    input_text: str = Field(description="Text → diagram: the description it was given.")
+    output_raw: str = Field(description="The model's text as it streams: the partial text while running.")
+    output_text: str = Field(description="Diagram → text: the structured description (Markdown), once done.")
+    output_structure: dict[str, Any] | None = Field(
+        description="Diagram → text: title, participants, steps (with conditions and branches), end states."
+    )
+    output_mermaid: str = Field(description="Text → diagram: the Mermaid code, once done.")
+    error_message: str = Field(description="Why it failed, when status is failed.")
+    tokens_generated: int
+    timings: dict[str, int | float | None] = Field(
+        description="Seconds: queue_wait_s, preprocessing_s, retrieval_s, first_token_s, generation_s; "
+        "tokens and tokens_per_s."
+    )
+    examples_used: list[ExampleUsedOut] = Field(description="The curated examples given to the model as context.")
+    source_id: UUID | None = Field(description="The diagram → text conversion this one was drawn from, if any.")
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    url: str = Field(description="This conversion in the API.")
+    events_url: str = Field(description="Its live progress as Server-Sent Events.")
+    page_url: str = Field(description="Its page on the web site.")
+
+    @staticmethod
+    def resolve_queue_position(obj: Conversion) -> int | None:
+        return obj.queue_position()
+
+    @staticmethod
+    def resolve_url(obj: Conversion, context) -> str:
+        return context["request"].build_absolute_uri(reverse("api:conversion", args=[obj.pk]))
+
+    @staticmethod
+    def resolve_events_url(obj: Conversion, context) -> str:
+        return context["request"].build_absolute_uri(reverse("api:conversion_events", args=[obj.pk]))
+
+    @staticmethod
+    def resolve_page_url(obj: Conversion, context) -> str:
+        return context["request"].build_absolute_uri(obj.get_absolute_url())
+
+
+class ConversionPage(Schema):
+    count: int = Field(description="How many conversions match, on all pages.")
+    page: int
+    page_size: int
+    next: str | None = Field(description="The next page, or null on the last.")
+    previous: str | None = Field(description="The previous page, or null on the first.")
+    items: list[ConversionOut]
+
+
+class ProgressEvent(Schema):
+    """One `progress` event of the stream: the same data the web page gets."""
+
+    stage: Conversion.Stage
+    text: str = Field(description="All the text written so far (not only the new part).")
+    tokens: int
+    elapsed: float | None = Field(description="Seconds since the job started.")
+
+
+def conversion_data(conversion: Conversion, request) -> dict[str, Any]:
+    """The conversion as the API shows it, ready for JSON (the stream sends it too)."""
+    return ConversionOut.model_validate(conversion, context={"request": request}).model_dump(mode="json")

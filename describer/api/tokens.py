@@ -1,0 +1,51 @@
+"""Personal API tokens: created and revoked on the settings page, sent as
+`Authorization: Bearer ds_…`.
+
+Only a token's SHA-256 is stored. A token is 32 random bytes, so a plain,
+unsalted hash is enough (nothing to guess), and it lets the lookup be one
+indexed equality instead of a scan with a slow password hasher.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import timedelta
+
+from django.utils import timezone
+
+from describer.models import ApiToken
+
+TOKEN_PREFIX = "ds_"
+VISIBLE_CHARS = 10  # "ds_" and 7 more: enough to tell one's tokens apart in a list
+# last_used_at is a hint for the user, not an audit log: one write a minute per token is plenty.
+LAST_USED_PRECISION = timedelta(minutes=1)
+MAX_TOKEN_LENGTH = 100
+
+
+def hash_token(raw: str) -> str:
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def api_token_create(*, user, name: str) -> tuple[ApiToken, str]:
+    """A new token for `user`; the raw token is returned once and never stored."""
+    raw = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    token = ApiToken.objects.create(user=user, name=name, prefix=raw[:VISIBLE_CHARS], token_hash=hash_token(raw))
+    return token, raw
+
+
+def api_token_revoke(token: ApiToken) -> None:
+    token.delete()
+
+
+def api_token_for(raw: str) -> ApiToken | None:
+    """The token (with its user) that `raw` is, noting when it was used; None if there is none."""
+    if not raw.startswith(TOKEN_PREFIX) or len(raw) > MAX_TOKEN_LENGTH:
+        return None
+    token = ApiToken.objects.select_related("user").filter(token_hash=hash_token(raw)).first()
+    if token is not None:
+        now = timezone.now()
+        if token.last_used_at is None or now - token.last_used_at >= LAST_USED_PRECISION:
+            ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+            token.last_used_at = now
+    return token

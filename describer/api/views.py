@@ -1,0 +1,171 @@
+"""The endpoints of /api/v1/. Thin, like the pages: validate with the web's own
+forms, call a service or a QuerySet, return a schema.
+
+Every lookup goes through `_get_conversion_for_token`, so another user's id is
+a 404 by construction. `request.auth` is the caller's ApiToken (see auth.py);
+`request.user` (the session) is never used here.
+"""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.urls import reverse
+from django.utils.translation import gettext as _
+from ninja import File, Form, Query, Router, Status, UploadedFile
+
+from describer import services
+from describer.api.problems import form_problem
+from describer.api.ratelimit import check_job_rate
+from describer.api.schemas import ConversionOut, ConversionPage, ListFilters, Problem, TextIn
+from describer.api.sse import event_stream
+from describer.forms import HistoryFilterForm, TextForm, UploadForm
+from describer.models import Conversion
+
+router = Router(tags=["conversions"])
+
+
+def problems(*codes: int) -> dict[int, type[Problem]]:
+    return {code: Problem for code in codes}
+
+
+def _get_conversion_for_token(request: HttpRequest, pk: UUID) -> Conversion:
+    conversion = (
+        Conversion.objects.owned_by(request.auth.user).prefetch_related("examples_used__example").filter(pk=pk).first()
+    )
+    if conversion is None:
+        raise Http404(_("You have no conversion with the id %(id)s. List yours with GET /api/v1/conversions.")
+                      % {"id": pk})
+    return conversion
+
+
+def _created(request: HttpRequest, response: HttpResponse, conversion: Conversion) -> Status:
+    response["Location"] = request.build_absolute_uri(reverse("api:conversion", args=[conversion.pk]))
+    return Status(201, conversion)
+
+
+@router.post(
+    "/conversions/diagram-to-text",
+    response={201: ConversionOut, **problems(400, 401, 413, 422, 429)},
+    summary="Describe a diagram (diagram → text)",
+)
+def create_diagram_to_text(
+    request: HttpRequest,
+    response: HttpResponse,
+    image: File[UploadedFile],
+    language: Form[Conversion.Language] = Conversion.Language.AUTO,
+):
+    """Upload a PNG or JPEG diagram (multipart/form-data) and queue its description. The image is
+    checked as on the upload page: type, size (UPLOAD_MAX_BYTES, 10 MB by default; larger files get
+    413) and pixels (UPLOAD_MAX_PIXELS). Follow the job with its `events_url`, or poll `url`."""
+    check_job_rate(request.auth)
+    form = UploadForm({"language": language}, {"image": image})
+    if not form.is_valid():
+        raise form_problem(form, status=413 if image.size > settings.UPLOAD_MAX_BYTES else 422)
+    conversion = services.conversion_create_from_image(
+        owner=request.auth.user,
+        image=form.normalised,
+        original_filename=image.name or "",
+        language=form.cleaned_data["language"],
+    )
+    return _created(request, response, conversion)
+
+
+@router.post(
+    "/conversions/text-to-diagram",
+    response={201: ConversionOut, **problems(400, 401, 413, 422, 429)},
+    summary="Draw a process (text → diagram)",
+)
+def create_text_to_diagram(request: HttpRequest, response: HttpResponse, body: TextIn):
+    """Queue a Mermaid flowchart for a process described in words (JSON: `{"text": "…"}`)."""
+    check_job_rate(request.auth)
+    form = TextForm({"text": body.text})
+    if not form.is_valid():
+        raise form_problem(form)
+    conversion = services.conversion_create_from_text(owner=request.auth.user, text=form.cleaned_data["text"])
+    return _created(request, response, conversion)
+
+
+@router.get("/conversions", response={200: ConversionPage, **problems(401, 422)}, summary="List your conversions")
+def list_conversions(request: HttpRequest, filters: Query[ListFilters]):
+    """Newest first, with the same filters as the history page."""
+    form = HistoryFilterForm({"kind": filters.kind or "", "status": filters.status or "", "q": filters.q})
+    if not form.is_valid():
+        raise form_problem(form)
+    conversions = form.filter(Conversion.objects.owned_by(request.auth.user))
+    size = filters.page_size or settings.HISTORY_PAGE_SIZE
+    start = (filters.page - 1) * size
+    count = conversions.count()
+    items = list(conversions.prefetch_related("examples_used__example")[start : start + size])
+
+    def page_url(number: int) -> str:
+        query = request.GET.copy()
+        query["page"] = str(number)
+        return request.build_absolute_uri(f"{request.path}?{query.urlencode()}")
+
+    return {
+        "count": count,
+        "page": filters.page,
+        "page_size": size,
+        "next": page_url(filters.page + 1) if start + size < count else None,
+        "previous": page_url(filters.page - 1) if filters.page > 1 else None,
+        "items": items,
+    }
+
+
+@router.get(
+    "/conversions/{uuid:conversion_id}",
+    response={200: ConversionOut, **problems(401, 404)},
+    url_name="conversion",
+    summary="Read one conversion",
+)
+def read_conversion(request: HttpRequest, conversion_id: UUID):
+    """Status, queue position, stage, the partial text while running, the final outputs, timings and
+    the examples used."""
+    return _get_conversion_for_token(request, conversion_id)
+
+
+@router.delete(
+    "/conversions/{uuid:conversion_id}",
+    response={204: None, **problems(401, 404)},
+    summary="Delete one conversion",
+)
+def delete_conversion(request: HttpRequest, conversion_id: UUID):
+    """Delete the conversion and its uploaded image, as the Delete button of the site does."""
+    services.conversion_delete(_get_conversion_for_token(request, conversion_id))
+    return Status(204, None)
+
+
+EVENTS_DESCRIPTION = """Follow a conversion live as Server-Sent Events (`text/event-stream`), the same
+progress the web page shows. Events, each with one line of JSON data:
+
+- `state`: the conversion as `GET /conversions/{id}` returns it; first, and again when the queue
+  position changes;
+- `progress`: `{"stage", "text", "tokens", "elapsed"}` — `text` is all the text so far;
+- `finished`: the final conversion (done or failed); then the stream ends;
+- `deleted`: the conversion was deleted meanwhile; then the stream ends.
+
+Lines starting with `:` are keep-alive comments (every 15 s). A finished conversion gets `state`
+and `finished` at once. With curl: `curl -N -H "Authorization: Bearer …" URL`."""
+
+
+@router.get(
+    "/conversions/{uuid:conversion_id}/events",
+    response={200: None, **problems(401, 404)},
+    url_name="conversion_events",
+    summary="Follow one conversion live (Server-Sent Events)",
+    description=EVENTS_DESCRIPTION,
+    openapi_extra={"responses": {200: {
+        "description": "A stream of Server-Sent Events (see above).",
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    }}},
+)
+async def follow_conversion(request: HttpRequest, conversion_id: UUID):
+    conversion = await database_sync_to_async(_get_conversion_for_token)(request, conversion_id)
+    response = StreamingHttpResponse(event_stream(request, conversion), content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # nginx: pass each event on at once
+    return response
