@@ -1,44 +1,85 @@
 from __future__ import annotations
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.db import transaction
+from django.db.models import BooleanField, ExpressionWrapper, Q
+from django.http import HttpResponse
+from django.templatetags.static import static
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.text import Truncator
 from django.utils.translation import gettext_lazy as _
 
+from describer import examples
 from describer.models import Conversion, ConversionExample, Example
+from describer.postprocess import structure_description
+from describer.services import wake_worker
 
 
-class EmbeddedFilter(admin.SimpleListFilter):
-    title = _("embedded")
-    parameter_name = "embedded"
+class EmbeddingFilter(admin.SimpleListFilter):
+    title = _("embedding")
+    parameter_name = "embedding"
 
     def lookups(self, request, model_admin):
-        return [("yes", _("Yes")), ("no", _("No"))]
+        return [("yes", _("Embedded")), ("pending", _("Pending")), ("failed", _("Failed"))]
 
     def queryset(self, request, queryset):
         if self.value() == "yes":
             return queryset.filter(embedding__isnull=False)
-        if self.value() == "no":
-            return queryset.filter(embedding__isnull=True)
+        if self.value() == "pending":
+            return queryset.filter(embedding__isnull=True, embedding_error="")
+        if self.value() == "failed":
+            return queryset.filter(embedding__isnull=True).exclude(embedding_error="")
         return queryset
 
 
 @admin.register(Example)
 class ExampleAdmin(admin.ModelAdmin):
-    list_display = ["thumbnail", "name", "excerpt", "diagram_type", "language", "is_embedded", "updated_at"]
+    """Curation of the retrieval examples. The web never loads CLIP: a new or replaced image
+    leaves the example pending, and the worker embeds it between jobs (status in the list)."""
+
+    list_display = ["thumbnail", "name", "excerpt", "diagram_type", "language", "embedding_status", "updated_at"]
     list_display_links = ["thumbnail", "name"]
-    list_filter = [EmbeddedFilter, "diagram_type", "language"]
+    list_filter = [EmbeddingFilter, "diagram_type", "language"]
     search_fields = ["name", "description", "mermaid"]
-    readonly_fields = ["preview", "embedding_model", "source_conversion", "created_at", "updated_at"]
-    fields = ["name", "image", "preview", "description", "mermaid", "diagram_type", "language",
-              "embedding_model", "source_conversion", "created_at", "updated_at"]
+    readonly_fields = [
+        "preview", "embedding_status", "embedding_model", "image_sha256", "source", "created_at", "updated_at",
+    ]  # fmt: skip
+    fields = [
+        "name", "image", "preview", "description", "mermaid", "diagram_type", "language",
+        "embedding_status", "embedding_model", "image_sha256", "source", "created_at", "updated_at",
+    ]  # fmt: skip
+    actions = ["re_embed", "export_selected"]
+
+    def get_queryset(self, request):
+        # The list needs to know whether there is a vector, not its 512 numbers.
+        has_embedding = ExpressionWrapper(Q(embedding__isnull=False), output_field=BooleanField())
+        return super().get_queryset(request).defer("embedding").annotate(has_embedding=has_embedding)
+
+    def save_model(self, request, obj: Example, form, change: bool) -> None:
+        image_changed = "image" in form.changed_data
+        old_image = Example.objects.get(pk=obj.pk).image.name if change and image_changed else ""
+        if image_changed:
+            obj.image_sha256 = examples.file_sha256(obj.image)
+            examples.reset_embedding(obj)
+        if not obj.name:  # export and import identify examples by name
+            title = structure_description(obj.description).title
+            obj.name = examples.suggest_name(title, obj.diagram_type, obj.language)
+        super().save_model(request, obj, form, change)
+        if image_changed:
+            if old_image and old_image != obj.image.name:
+                storage = obj.image.storage
+                transaction.on_commit(lambda: storage.delete(old_image))
+            transaction.on_commit(wake_worker)
+            self.message_user(request, _("The worker will embed the new image shortly; the list shows when."))
 
     @admin.display(description=_("image"))
     def thumbnail(self, obj: Example):
         if not obj.pk or not obj.image:
             return "—"
-        return format_html('<img src="{}" alt="" style="max-height:60px;max-width:100px">', reverse("example_image", args=[obj.pk]))
+        url = reverse("example_image", args=[obj.pk])
+        return format_html('<img src="{}" alt="" loading="lazy" style="max-height:60px;max-width:100px">', url)
 
     @admin.display(description=_("preview"))
     def preview(self, obj: Example):
@@ -50,9 +91,42 @@ class ExampleAdmin(admin.ModelAdmin):
     def excerpt(self, obj: Example) -> str:
         return Truncator(obj.description).chars(90)
 
-    @admin.display(description=_("embedded"), boolean=True)
-    def is_embedded(self, obj: Example) -> bool:
-        return obj.embedding is not None
+    @admin.display(description=_("embedded"))
+    def embedding_status(self, obj: Example):
+        has_embedding = getattr(obj, "has_embedding", None)
+        if has_embedding is None:
+            has_embedding = obj.embedding is not None
+        if has_embedding:
+            return format_html('<img src="{}" alt=""> {}', static("admin/img/icon-yes.svg"), _("yes"))
+        if obj.embedding_error:
+            return format_html(
+                '<img src="{}" alt=""> {}: {}', static("admin/img/icon-no.svg"), _("failed"), obj.embedding_error
+            )
+        return format_html(
+            '<img src="{}" alt=""> {}', static("admin/img/icon-unknown.svg"), _("pending (the worker embeds it)")
+        )
+
+    @admin.display(description=_("source conversion"))
+    def source(self, obj: Example):
+        if not obj.source_conversion_id:
+            return "—"
+        url = reverse("admin:describer_conversion_change", args=[obj.source_conversion_id])
+        return format_html('<a href="{}">{}</a>', url, obj.source_conversion)
+
+    @admin.action(description=_("Re-embed the selected examples"))
+    def re_embed(self, request, queryset) -> None:
+        count = examples.queue_embedding(queryset)
+        self.message_user(request, _("%(count)s examples queued; the worker embeds them shortly.") % {"count": count})
+
+    @admin.action(description=_("Export the selected examples (.zip)"))
+    def export_selected(self, request, queryset) -> HttpResponse:
+        content, problems = examples.export_zip(queryset)
+        for stem, reason in problems:
+            self.message_user(request, f"{stem}: {reason}", level=messages.WARNING)
+        response = HttpResponse(content, content_type="application/zip")
+        filename = f"examples-{timezone.now():%Y%m%d-%H%M}.zip"
+        response["Content-Disposition"] = f'attachment; filename="{filename}"'
+        return response
 
 
 class ConversionExampleInline(admin.TabularInline):

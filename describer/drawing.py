@@ -49,7 +49,8 @@ def draw(runner: JobRunner, job: Conversion, progress: JobProgress) -> None:
         started = time.monotonic()
         examples = few_shot_examples(runner.runtime, job)
         timings["retrieval_s"] = round(time.monotonic() - started, 3)
-        messages = prompts.draw_messages(job.input_text, [(example.description, example.mermaid) for example in examples])
+        pairs = [(example.description, example.mermaid) for example in examples]
+        messages = prompts.draw_messages(job.input_text, pairs)
         origin = MermaidVersion.Origin.MODEL
 
     progress.stage(Conversion.Stage.GENERATION)

@@ -7,7 +7,7 @@ from django.utils.translation import gettext_lazy as _
 
 from describer.images import NormalisedImage, allowed_text, check_extension, check_size, normalise_upload
 from describer.mermaid import MERMAID_MAX_CHARS
-from describer.models import Conversion
+from describer.models import Conversion, Example
 
 PARSE_ERROR_MAX_CHARS = 2000
 
@@ -123,3 +123,21 @@ class HistoryFilterForm(forms.Form):
 
 class SignupForm(UserCreationForm):
     pass
+
+
+class PromoteForm(forms.ModelForm):
+    """Staff save a finished result as a retrieval example, editing the description first."""
+
+    class Meta:
+        model = Example
+        fields = ["name", "description", "diagram_type", "language"]
+        labels = {"name": _("Example name"), "description": _("Reference description")}
+        help_texts = {
+            "name": _("ASCII letters, digits, “-” and “_”; the file name in import and export."),
+            "description": _("Models imitate it: keep the structured layout and correct what the model got wrong."),
+        }
+        widgets = {"description": forms.Textarea(attrs={"rows": 16})}
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["name"].required = True

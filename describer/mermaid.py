@@ -26,7 +26,8 @@ _FENCE = re.compile(
 )
 # "flowchart TD", "graph LR;", "mermaid flowchart TD" (the fence's word left on the line).
 _HEADER = re.compile(
-    r"^[ \t]*(?:mermaid[ \t:]+)?(?P<header>(?:flowchart|flowchart-elk|graph)(?:[ \t]+(?:TB|TD|BT|RL|LR))?[ \t]*(?:;|$))",
+    r"^[ \t]*(?:mermaid[ \t:]+)?"
+    r"(?P<header>(?:flowchart|flowchart-elk|graph)(?:[ \t]+(?:TB|TD|BT|RL|LR))?[ \t]*(?:;|$))",
     re.IGNORECASE | re.MULTILINE,
 )
 _KEYWORD_LINE = re.compile(
@@ -46,6 +47,15 @@ def looks_like_mermaid_line(line: str) -> bool:
     if not stripped or stripped.startswith("%%"):
         return True
     return bool(_KEYWORD_LINE.match(stripped) or _NODE_OR_EDGE.search(stripped))
+
+
+_STYLING_LINE = re.compile(r"^[ \t]*(?:%%|classDef\b|class\b|style\b|linkStyle\b|click\b)", re.IGNORECASE)
+
+
+def strip_styling(code: str) -> str:
+    """The code without comments, directives, styles, classes and clicks: what the prompt asks
+    the model to write, so the few-shot examples show exactly that."""
+    return "\n".join(line for line in normalise_newlines(code).split("\n") if not _STYLING_LINE.match(line)).strip()
 
 
 def extract_mermaid(answer: str) -> str:

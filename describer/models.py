@@ -11,8 +11,10 @@ import uuid
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import models
+from django.db import models, transaction
 from django.db.models import Q
+from django.db.models.signals import post_delete
+from django.dispatch import receiver
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.text import slugify
@@ -149,6 +151,13 @@ class ExampleQuerySet(models.QuerySet):
     def embedded(self) -> ExampleQuerySet:
         return self.filter(embedding__isnull=False)
 
+    def needs_embedding(self, model_name: str) -> ExampleQuerySet:
+        """Pending (no embedding, no error), or embedded by another CLIP model: its vectors
+        live in another space, so distances to the current model's would mean nothing."""
+        pending = Q(embedding__isnull=True, embedding_error="")
+        stale = Q(embedding__isnull=False) & ~Q(embedding_model=model_name)
+        return self.filter(pending | stale)
+
     def nearest(self, embedding, *, k: int, max_distance: float | None = None) -> ExampleQuerySet:
         """The k examples closest to `embedding` by cosine distance (HNSW index)."""
         queryset = self.embedded().annotate(distance=CosineDistance("embedding", embedding)).order_by("distance")
@@ -203,6 +212,15 @@ class Example(models.Model):
 
     def __str__(self) -> str:
         return self.name or self.description[:60]
+
+
+@receiver(post_delete, sender=Example)
+def delete_example_image(sender, instance: Example, **kwargs) -> None:
+    """The image goes with its row, however it is deleted (admin bulk delete included),
+    once the deletion is committed."""
+    if instance.image:
+        storage, name = instance.image.storage, instance.image.name
+        transaction.on_commit(lambda: storage.delete(name))
 
 
 class ConversionExample(models.Model):

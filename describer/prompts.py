@@ -11,6 +11,8 @@ from collections.abc import Sequence
 
 from PIL import Image
 
+from describer.mermaid import strip_styling
+
 DESCRIBE_SYSTEM_PROMPT = """\
 You are an expert business analyst. You read images of process diagrams — flowcharts and \
 BPMN diagrams — and describe the process they show, step by step, precisely and completely.
@@ -188,7 +190,7 @@ def draw_messages(text: str, examples: Sequence[tuple[str, str]]) -> list[dict]:
     messages: list[dict] = [{"role": "system", "content": DRAW_SYSTEM_PROMPT}]
     for description, code in examples or BUILT_IN_DRAWING_EXAMPLES:
         messages.append({"role": "user", "content": f"{DRAW_REQUEST}\n\n{description.strip()}"})
-        messages.append({"role": "assistant", "content": mermaid_block(code)})
+        messages.append({"role": "assistant", "content": mermaid_block(strip_styling(code))})
     messages.append({"role": "user", "content": f"{DRAW_REQUEST}\n\n{text.strip()}"})
     return messages
 

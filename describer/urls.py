@@ -18,9 +18,10 @@ urlpatterns = [
     path("c/<uuid:pk>/thumbnail/", views.thumbnail, name="thumbnail"),
     path("examples/<int:pk>/image/", views.example_image, name="example_image"),
     path("c/<uuid:pk>/description.md", views.download_markdown, name="download_markdown"),
+    path("c/<uuid:pk>/promote/", views.promote_example, name="promote_example"),
     path("c/<uuid:pk>/diagram.mmd", views.download_mermaid, name="download_mermaid"),
     path("c/<uuid:pk>/mermaid/", views.mermaid_save, name="mermaid_save"),
-    path("c/<uuid:pk>/versions/<int:number>/restore/", views.mermaid_restore, name="mermaid_restore"),
+    path("c/<uuid:pk>/mermaid/restore/", views.mermaid_restore, name="mermaid_restore"),
     path("c/<uuid:pk>/repair/", views.repair, name="repair"),
     path("c/<uuid:pk>/draw/", views.draw, name="draw"),
 ]

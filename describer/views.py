@@ -10,6 +10,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_not_required
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -19,8 +20,8 @@ from django.views.decorators.http import require_http_methods, require_POST
 from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import HttpResponseClientRedirect
 
-from describer import services
-from describer.forms import HistoryFilterForm, MermaidForm, RepairForm, SignupForm, TextForm, UploadForm
+from describer import examples, services
+from describer.forms import HistoryFilterForm, MermaidForm, PromoteForm, RepairForm, SignupForm, TextForm, UploadForm
 from describer.models import Conversion, Example, MermaidVersion
 
 
@@ -123,6 +124,25 @@ def example_image(request: HttpRequest, pk: int) -> FileResponse:
     return _file_response(example.image)
 
 
+@require_POST
+def promote_example(request: HttpRequest, pk) -> HttpResponse:
+    """Staff save a finished result as a retrieval example, with the description as edited."""
+    if not request.user.is_staff:
+        raise PermissionDenied
+    conversion = _get_conversion_for_user(request, pk)
+    form = PromoteForm(request.POST)
+    if not form.is_valid():
+        return render(request, "describer/detail.html", {"conversion": conversion, "promote_form": form}, status=400)
+    try:
+        example = examples.example_from_conversion(conversion, **form.cleaned_data)
+    except examples.PromotionError as error:
+        messages.error(request, str(error))
+        return _redirect(request, conversion.get_absolute_url())
+    notice = _("Saved as the example “%(name)s”; the worker embeds it shortly.")
+    messages.success(request, notice % {"name": example.name})
+    return _redirect(request, reverse("admin:describer_example_change", args=[example.pk]))
+
+
 def download_markdown(request: HttpRequest, pk) -> HttpResponse:
     conversion = _get_conversion_for_user(request, pk)
     if not conversion.output_text:
@@ -183,11 +203,12 @@ def _saved(request: HttpRequest, conversion: Conversion, *, notice: str = "", er
 
 
 @require_POST
-def mermaid_restore(request: HttpRequest, pk, number: int) -> HttpResponse:
-    """Make an earlier version current; htmx gets the whole editor back, holding that code."""
+def mermaid_restore(request: HttpRequest, pk) -> HttpResponse:
+    """Make an earlier version (POST `version`) current; htmx gets the whole editor back."""
     conversion = _get_conversion_for_user(request, pk)
+    number = request.POST.get("version", "")
     try:
-        version = services.mermaid_restore(conversion, number)
+        version = services.mermaid_restore(conversion, int(number) if number.isdigit() else 0)
     except MermaidVersion.DoesNotExist:
         raise Http404("No such version.") from None
     except services.ConversionStateError as error:

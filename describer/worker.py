@@ -48,6 +48,7 @@ class JobLoop:
 
     def run_forever(self) -> None:
         from describer import jobs
+        from describer.examples import embed_pending_examples
         from describer.pipeline import JobRunner
         from describer.progress import Broadcaster
 
@@ -60,6 +61,8 @@ class JobLoop:
                 jobs.recover_stale_jobs()
                 claimed = self.claim(jobs)
                 self.run_claimed(runner, claimed)
+                if not claimed:  # no job waiting: embed examples saved meanwhile; a wake-up interrupts
+                    embed_pending_examples(self.runtime, should_stop=self.wake_event.is_set)
             except Exception:  # database or Redis hiccup: log, wait, carry on
                 log.exception("job loop error")
                 claimed = []

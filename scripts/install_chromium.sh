@@ -2,7 +2,8 @@
 # Installs Debian's Chromium for the Playwright browser tests (Playwright cannot
 # download its own browsers here). Idempotent.
 set -euo pipefail
-if command -v chromium >/dev/null 2>&1; then
+# DejaVu Sans: the fonts the pages and the Mermaid exports use, Cyrillic included.
+if command -v chromium >/dev/null 2>&1 && [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]; then
   echo "chromium: already installed"
   exit 0
 fi

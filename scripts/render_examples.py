@@ -102,7 +102,7 @@ def save(image: Image.Image, png: Path, key: str) -> None:
 
 
 def render_folder(folder: Path, *, force: bool) -> tuple[int, int, list[str]]:
-    """Returns (rendered, unchanged, problems)."""
+    """Returns (rendered, unchanged, problems). A .mmd without a diagram is passed over."""
     sources = sorted(folder.glob("*.mmd"))
     rendered = unchanged = 0
     problems: list[str] = []
@@ -113,8 +113,8 @@ def render_folder(folder: Path, *, force: bool) -> tuple[int, int, list[str]]:
             source = mmd.read_text(encoding="utf-8")
             png = mmd.with_suffix(".png")
             key = render_key(source)
-            if not has_diagram(source):
-                problems.append(f"{mmd.name}: only comments, nothing to draw")
+            if not has_diagram(source):  # an exported example that has no Mermaid code
+                print(f"[{number}/{len(sources)}] {mmd.name}: only comments, nothing to draw", flush=True)
                 continue
             if not force and png.exists() and rendered_key(png) == key:
                 unchanged += 1

@@ -113,6 +113,11 @@ CONVERSION_URLS = {
     "image": ["get"],
     "thumbnail": ["get"],
     "download_markdown": ["get"],
+    "download_mermaid": ["get"],
+    "mermaid_save": ["post"],
+    "mermaid_restore": ["post"],
+    "repair": ["post"],
+    "draw": ["post"],
 }
 
 
@@ -130,7 +135,11 @@ def test_the_table_lists_every_url_that_takes_a_conversion_id():
 def finished_conversion(make_conversion):
     """Failed but with a description, so that every URL has something to act on for its owner."""
     return lambda owner: make_conversion(
-        owner, status=Conversion.Status.FAILED, output_text="# Steps\n1. Start", title="Orders"
+        owner,
+        status=Conversion.Status.FAILED,
+        output_text="# Steps\n1. Start",
+        output_mermaid="flowchart TD\n  A --> B",
+        title="Orders",
     )
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 
 import pytest
+from django.test import Client
 from django.urls import reverse
 
 from describer.api.tokens import api_token_create
@@ -138,3 +139,37 @@ def test_a_session_cookie_is_not_accepted_by_the_api(alice, make_conversion):
     assert alice.get(f"{CONVERSIONS}/{conversion.id}").status_code == 401
     assert alice.delete(f"{CONVERSIONS}/{conversion.id}").status_code == 401
     assert alice.post(f"{CONVERSIONS}/text-to-diagram", {"text": "x"}, content_type="application/json").status_code == 401
+
+
+@pytest.mark.browser
+def test_a_user_creates_uses_and_revokes_a_token_in_the_browser(live_server, page, page_errors, user):
+    from tests.browser import log_in
+    from tests.conftest import PASSWORD
+
+    base = live_server.url
+    log_in(page, base, user.username, PASSWORD)
+    page.click("header >> text=Settings")
+    page.wait_for_url(f"{base}/settings/")
+    assert "You have no API tokens yet." in page.inner_text("#api-tokens")
+
+    page.fill("input[name=name]", "   ")  # blank: the server's error appears in place
+    page.click("#token-form button[type=submit]")
+    assert "Give the token a name" in page.inner_text("#token-form .error")
+    page.fill("input[name=name]", "CI pipeline")
+    page.click("#token-form button[type=submit]")
+    raw = page.inner_text("#new-token")
+    assert page.url == f"{base}/settings/"
+    assert raw.startswith("ds_")
+    assert "CI pipeline" in page.inner_text("table.tokens")
+    assert Client().get(CONVERSIONS, **bearer(raw)).status_code == 200
+
+    page.reload()
+    assert page.query_selector("#new-token") is None
+    assert raw[:10] in page.inner_text("table.tokens")
+
+    page.on("dialog", lambda dialog: dialog.accept())
+    page.click("table.tokens >> text=Revoke")
+    page.wait_for_selector("table.tokens tbody tr", state="detached")
+    assert not ApiToken.objects.exists()
+    assert Client().get(CONVERSIONS, **bearer(raw)).status_code == 401
+    assert page_errors == []

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import pytest
 
-from describer.mermaid import extract_mermaid, looks_like_mermaid_line
+from describer.mermaid import extract_mermaid, looks_like_mermaid_line, strip_styling
 
-FLOW = 'flowchart TD\n    A(["Заказ получен"]) --> B{"Оплачен?"}\n    B -->|"Да"| C["Отправить"]\n    B -->|"Нет"| D(["Отменён"])'
+FLOW = """flowchart TD
+    A(["Заказ получен"]) --> B{"Оплачен?"}
+    B -->|"Да"| C["Отправить"]
+    B -->|"Нет"| D(["Отменён"])"""
 
 
 def test_it_takes_the_code_out_of_a_mermaid_fence_with_prose_around_it():
@@ -25,7 +28,7 @@ def test_it_takes_the_code_out_of_a_tilde_fence():
 
 
 def test_it_finds_unfenced_code_and_drops_the_prose_before_and_after():
-    answer = f"Sure! Below is the diagram.\n\n{FLOW}\n\nThis flowchart shows the order process.\nLet me know if you need changes."
+    answer = f"Sure! Below is the diagram.\n\n{FLOW}\n\nThis flowchart shows the order process.\nAsk for changes."
     assert extract_mermaid(answer) == FLOW
 
 
@@ -36,7 +39,11 @@ def test_it_drops_a_leading_mermaid_word():
 
 
 def test_it_prefers_the_mermaid_block_among_several():
-    answer = f"The steps:\n```text\n1. Receive\n2. Ship\n```\nThe diagram:\n```mermaid\n{FLOW}\n```\nAn alternative:\n```mermaid\ngraph LR\n  X --> Y\n```"
+    answer = (
+        "The steps:\n```text\n1. Receive\n2. Ship\n```\n"
+        f"The diagram:\n```mermaid\n{FLOW}\n```\n"
+        "An alternative:\n```mermaid\ngraph LR\n  X --> Y\n```"
+    )
     assert extract_mermaid(answer) == FLOW
 
 
@@ -86,7 +93,7 @@ def test_trailing_whitespace_is_removed_from_each_line():
 
 @pytest.mark.parametrize(
     "line",
-    ["A --> B", 'A["Шаг"]', "subgraph sales", "end", "B{Ok?}", "A & B --> C", "%% a comment", "C", "A:::done", "A -.-> B"],
+    ["A --> B", 'A["Шаг"]', "subgraph sales", "end", "B{Ok?}", "A & B --> C", "%% note", "C", "A:::done", "A -.-> B"],
 )
 def test_mermaid_lines_are_told_from_prose(line):
     assert looks_like_mermaid_line(line)
@@ -95,3 +102,11 @@ def test_mermaid_lines_are_told_from_prose(line):
 @pytest.mark.parametrize("line", ["This flowchart shows the process.", "Note (see above).", "Done.", "```"])
 def test_prose_lines_are_told_from_mermaid(line):
     assert not looks_like_mermaid_line(line)
+
+
+def test_curated_code_loses_its_styling_before_it_becomes_a_few_shot_example():
+    curated = (
+        "%% type: bpmn, lang: ru\r\nflowchart LR\r\n  subgraph lane [\"Отдел\"]\r\n    a(\"Шаг\")\r\n  end\r\n"
+        "  a --> b\r\n  classDef task fill:#fff\r\n  class a task\r\n  style lane fill:#eee\r\n  click a call x()\r\n"
+    )
+    assert strip_styling(curated) == 'flowchart LR\n  subgraph lane ["Отдел"]\n    a("Шаг")\n  end\n  a --> b'

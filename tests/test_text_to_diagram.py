@@ -5,6 +5,7 @@ access to all of it."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import re
 
@@ -97,13 +98,18 @@ def test_the_answer_streams_to_the_page_as_it_grows(make_conversion, runner):
 
     run_next(runner)
 
-    events = []
-    while not events or events[-1]["type"] != "conversion.finished":
-        events.append(async_to_sync(layer.receive)(channel))
+    events = async_to_sync(receive_until_finished)(layer, channel)
     texts = [event["text"] for event in events if event["type"] == "conversion.progress" and event["text"]]
     assert {event.get("stage") for event in events} >= {"retrieval", "generation", "postprocessing"}
     assert len(set(texts)) >= 2, "partial answers go out while the model writes"
     assert all(later.startswith(earlier) for earlier, later in zip(texts, texts[1:]))
+
+
+async def receive_until_finished(layer, channel) -> list[dict]:
+    events = []
+    while not events or events[-1]["type"] != "conversion.finished":
+        events.append(await asyncio.wait_for(layer.receive(channel), timeout=10))
+    return events
 
 
 def test_curated_examples_with_mermaid_code_are_the_few_shot_turns(make_conversion, runner):
@@ -275,9 +281,8 @@ def test_saving_unchanged_code_adds_no_version(alice, drawing):
 def test_a_version_that_does_not_parse_keeps_the_parsers_message(alice, drawing):
     conversion = drawing()
 
-    alice.post(
-        reverse("mermaid_save", args=[conversion.pk]), {"code": BROKEN, "parse_error": PARSER_ERROR}, HTTP_HX_REQUEST="true"
-    )
+    data = {"code": BROKEN, "parse_error": PARSER_ERROR}
+    alice.post(reverse("mermaid_save", args=[conversion.pk]), data, HTTP_HX_REQUEST="true")
 
     assert conversion.mermaid_versions.first().parse_error == PARSER_ERROR
 
@@ -299,20 +304,22 @@ def test_restoring_a_version_adds_it_again_as_the_newest(alice, drawing):
     conversion = drawing()
     services.mermaid_save(conversion, code=BROKEN, parse_error=PARSER_ERROR)
 
-    response = alice.post(reverse("mermaid_restore", args=[conversion.pk, 1]), HTTP_HX_REQUEST="true")
+    response = alice.post(reverse("mermaid_restore", args=[conversion.pk]), {"version": 1}, HTTP_HX_REQUEST="true")
 
     html = response.content.decode()
     assert response.status_code == 200 and html.lstrip().startswith("<div id=\"diagram\"")
     assert "Version 1 restored as version 3." in html
     conversion.refresh_from_db()
     assert conversion.output_mermaid == GOOD
-    assert [(v.number, v.origin) for v in conversion.mermaid_versions.all()] == [(3, "restore"), (2, "edit"), (1, "model")]
+    versions = [(v.number, v.origin) for v in conversion.mermaid_versions.all()]
+    assert versions == [(3, "restore"), (2, "edit"), (1, "model")]
     assert re.search(r'<textarea[^>]*id="mermaid-code"[^>]*>\s*flowchart TD', html)
 
 
-def test_an_unknown_version_is_a_404(alice, drawing):
+@pytest.mark.parametrize("version", ["7", "", "x"])
+def test_an_unknown_version_is_a_404(alice, drawing, version):
     conversion = drawing()
-    assert alice.post(reverse("mermaid_restore", args=[conversion.pk, 7])).status_code == 404
+    assert alice.post(reverse("mermaid_restore", args=[conversion.pk]), {"version": version}).status_code == 404
 
 
 def test_the_result_page_lists_every_version_with_its_time_and_origin(alice, drawing):
@@ -347,6 +354,7 @@ def test_the_mermaid_file_downloads_the_current_code(alice, drawing):
         ("mermaid_save", "post", {"code": BROKEN}),
         ("repair", "post", {"code": BROKEN, "parse_error": PARSER_ERROR}),
         ("draw", "post", {}),
+        ("mermaid_restore", "post", {"version": 1}),
     ],
 )
 def test_another_users_diagram_is_a_404_and_stays_untouched(alice, other_user, drawing, name, method, data):
@@ -358,12 +366,6 @@ def test_another_users_diagram_is_a_404_and_stays_untouched(alice, other_user, d
     theirs.refresh_from_db()
     assert (theirs.status, theirs.output_mermaid, theirs.mermaid_versions.count()) == ("done", GOOD, 1)
     assert Conversion.objects.count() == 1
-
-
-def test_restoring_another_users_version_is_a_404(alice, other_user, drawing):
-    theirs = drawing(other_user)
-    assert alice.post(reverse("mermaid_restore", args=[theirs.pk, 1])).status_code == 404
-    assert theirs.mermaid_versions.count() == 1
 
 
 # --- The round trip -----------------------------------------------------------------------------

@@ -113,12 +113,13 @@ class ConversionPage(Schema):
 
 
 class ProgressEvent(Schema):
-    """One `progress` event of the stream: the same data the web page gets."""
+    """One `progress` event of the stream: the same data the web page gets. Lenient (defaults, a
+    plain-string stage), so that an event from a newer worker is passed on rather than dropped."""
 
-    stage: Conversion.Stage
-    text: str = Field(description="All the text written so far (not only the new part).")
-    tokens: int
-    elapsed: float | None = Field(description="Seconds since the job started.")
+    stage: str
+    text: str = Field("", description="All the text written so far (not only the new part).")
+    tokens: int = 0
+    elapsed: float | None = Field(None, description="Seconds since the job started.")
 
 
 def conversion_data(conversion: Conversion, request) -> dict[str, Any]:

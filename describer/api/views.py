@@ -15,10 +15,10 @@ from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.urls import reverse
 from django.utils.translation import gettext as _
-from ninja import File, Form, Query, Router, Status, UploadedFile
+from ninja import File, Form, Query, Router, Schema, Status, UploadedFile
 
 from describer import services
-from describer.api.problems import form_problem
+from describer.api.problems import ApiProblem, form_problem
 from describer.api.ratelimit import check_job_rate
 from describer.api.schemas import ConversionOut, ConversionPage, ListFilters, Problem, TextIn
 from describer.api.sse import event_stream
@@ -40,6 +40,16 @@ def _get_conversion_for_token(request: HttpRequest, pk: UUID) -> Conversion:
         raise Http404(_("You have no conversion with the id %(id)s. List yours with GET /api/v1/conversions.")
                       % {"id": pk})
     return conversion
+
+
+def _refuse_unknown_parameters(request: HttpRequest, schema: type[Schema]) -> None:
+    """A misspelt filter (`?staus=done`) would otherwise be ignored without a word."""
+    known = set(schema.model_fields)
+    unknown = sorted(set(request.GET) - known)
+    if unknown:
+        message = _("Unknown parameter; the parameters are %(known)s.") % {"known": ", ".join(schema.model_fields)}
+        errors = {name: [message] for name in unknown}
+        raise ApiProblem(422, " ".join(f"{name}: {message}" for name in unknown), errors=errors)
 
 
 def _created(request: HttpRequest, response: HttpResponse, conversion: Conversion) -> Status:
@@ -92,6 +102,7 @@ def create_text_to_diagram(request: HttpRequest, response: HttpResponse, body: T
 @router.get("/conversions", response={200: ConversionPage, **problems(401, 422)}, summary="List your conversions")
 def list_conversions(request: HttpRequest, filters: Query[ListFilters]):
     """Newest first, with the same filters as the history page."""
+    _refuse_unknown_parameters(request, ListFilters)
     form = HistoryFilterForm({"kind": filters.kind or "", "status": filters.status or "", "q": filters.q})
     if not form.is_valid():
         raise form_problem(form)

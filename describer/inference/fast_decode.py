@@ -21,12 +21,10 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.nn.functional as F
 from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import apply_rotary_pos_emb
 
 from describer.inference.loading import is_cuda_oom, short_reason
@@ -93,6 +91,13 @@ class _TextStack:
         self.eos_mask = torch.zeros(self.vocab, dtype=torch.bool, device=self.device)
         self.eos_mask[list(self.eos_ids)] = True
         self.penalty = float(generation.repetition_penalty or 1.0)
+        self.scores_in_float32 = _bmm_to_float32_works(self.device, self.dtype)
+
+    def attention_scores(self, query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        """query [n, G, D] x keys [n, L, D] -> float32 scores [n, G, L] (bf16 in, fp32 accumulated and out)."""
+        if self.scores_in_float32:
+            return torch.bmm(query, keys.transpose(1, 2), out_dtype=torch.float32)
+        return torch.bmm(query.float(), keys.float().transpose(1, 2))
 
     def choose(self, logits: torch.Tensor, seen: torch.Tensor, suppress_eos: torch.Tensor) -> torch.Tensor:
         """Greedy choice after the processors ``generate`` applies for this model (float32 logits)."""
@@ -139,15 +144,11 @@ class _DecodeState:
         self.min_new[: len(limits)] = torch.tensor([limit.min_new_tokens for limit in limits])
 
     def step(self) -> None:
-        with _attention_backends(self.stack.device):
-            self._step()
-
-    def _step(self) -> None:
         stack, batch = self.stack, self.batch
         hidden = stack.embed(self.tokens[:, None])
         cos, sin = stack.rotary(hidden, self.positions.view(1, batch, 1).expand(3, batch, 1))
         self.kv_valid.index_fill_(1, self.slot, True)
-        mask = self.kv_valid[:, None, None, :]
+        mask = self.kv_valid[:, None, None, :]  # [batch, 1, 1, length]: a row's own prompt and tokens
         for layer, keys, values in zip(stack.layers, self.keys, self.values):
             attended = self._attention(layer.self_attn, layer.input_layernorm(hidden), cos, sin, keys, values, mask)
             hidden = hidden + attended
@@ -169,10 +170,18 @@ class _DecodeState:
         query, key = apply_rotary_pos_emb(query, key, cos, sin)
         keys.index_copy_(2, self.slot, key)
         values.index_copy_(2, self.slot, value)
-        # Grouped-query attention for one token: the query heads of a KV head stand in for the query
-        # length, so the KV cache is read once and never repeated per query head.
-        query = query.reshape(batch, stack.kv_heads, stack.groups, stack.head_dim)
-        out = F.scaled_dot_product_attention(query, keys, values, attn_mask=mask, scale=stack.scaling)
+        # Attention for one token as two batched matrix products: the query heads of a KV head form
+        # the rows, so the cache is read once, never repeated per query head, and the products split
+        # over the cache length. (SDPA's fused kernels run one block per head here: 5.8 ms a step of
+        # 36 layers on an H100, against well under 1 ms this way.) Scores and softmax in float32,
+        # as the fused kernels keep them.
+        rows = batch * stack.kv_heads
+        query = query.reshape(rows, stack.groups, stack.head_dim)
+        scores = stack.attention_scores(query, keys.view(rows, self.length, stack.head_dim))
+        scores = scores.view(batch, stack.kv_heads, stack.groups, self.length) * stack.scaling
+        scores = scores.masked_fill(~mask, float("-inf"))
+        weights = torch.softmax(scores, dim=-1).to(values.dtype)
+        out = torch.matmul(weights, values)  # [batch, kv_heads, groups, head_dim]
         return attention.o_proj(out.reshape(batch, 1, -1))
 
     def capture(self) -> None:
@@ -367,14 +376,15 @@ class FastDecoder:
         return decoded
 
 
-def _attention_backends(device: torch.device) -> Any:
-    # Memory-efficient attention takes the boolean padding mask and is capturable; the math
-    # kernel is the fallback (and the CPU's).
-    if device.type != "cuda":
-        return nullcontext()
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    return sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
+def _bmm_to_float32_works(device: torch.device, dtype: torch.dtype) -> bool:
+    """torch.bmm(..., out_dtype=float32) on half inputs: CUDA only, and only in recent torch."""
+    if device.type != "cuda" or dtype == torch.float32:
+        return False
+    try:
+        probe = torch.ones(1, 1, 8, dtype=dtype, device=device)
+        return torch.bmm(probe, probe.transpose(1, 2), out_dtype=torch.float32).dtype == torch.float32
+    except (TypeError, RuntimeError):
+        return False
 
 
 def _batch_bucket(batch: int) -> int:

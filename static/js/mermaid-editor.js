@@ -17,7 +17,8 @@
     securityLevel: "strict",
     // Labels as SVG text, not HTML in <foreignObject>: that would taint the canvas of the PNG export.
     htmlLabels: false,
-    flowchart: {htmlLabels: false},
+    // An explicit wrapping width: without it Mermaid 12 wraps Cyrillic labels after every word.
+    flowchart: {htmlLabels: false, wrappingWidth: 200},
     fontFamily: FONT_FAMILY,
     suppressErrorRendering: true,
     // Settings a %%{init}%% directive in the code may not change (Mermaid's default list, plus
