@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin, messages
 from django.db import transaction
 from django.db.models import BooleanField, ExpressionWrapper, Q
@@ -12,6 +13,7 @@ from django.utils.text import Truncator
 from django.utils.translation import gettext_lazy as _
 
 from describer import examples
+from describer.images import check_extension, check_size, decode_fully, open_checked
 from describer.models import Conversion, ConversionExample, Example
 from describer.postprocess import structure_description
 from describer.services import wake_worker
@@ -34,11 +36,28 @@ class EmbeddingFilter(admin.SimpleListFilter):
         return queryset
 
 
+class ExampleAdminForm(forms.ModelForm):
+    class Meta:
+        model = Example
+        fields = "__all__"
+
+    def clean_image(self):
+        """The checks uploads and imports get: PNG or JPEG, size, pixels, not truncated."""
+        image = self.cleaned_data["image"]
+        if "image" in self.changed_data:
+            check_extension(image.name)
+            check_size(image.size)
+            decode_fully(open_checked(image.read()))
+            image.seek(0)
+        return image
+
+
 @admin.register(Example)
 class ExampleAdmin(admin.ModelAdmin):
     """Curation of the retrieval examples. The web never loads CLIP: a new or replaced image
     leaves the example pending, and the worker embeds it between jobs (status in the list)."""
 
+    form = ExampleAdminForm
     list_display = ["thumbnail", "name", "excerpt", "diagram_type", "language", "embedding_status", "updated_at"]
     list_display_links = ["thumbnail", "name"]
     list_filter = [EmbeddingFilter, "diagram_type", "language"]
@@ -103,7 +122,7 @@ class ExampleAdmin(admin.ModelAdmin):
                 '<img src="{}" alt=""> {}: {}', static("admin/img/icon-no.svg"), _("failed"), obj.embedding_error
             )
         return format_html(
-            '<img src="{}" alt=""> {}', static("admin/img/icon-unknown.svg"), _("pending (the worker embeds it)")
+            '<img src="{}" alt=""> {}', static("admin/img/icon-unknown.svg"), _("pending")
         )
 
     @admin.display(description=_("source conversion"))

@@ -11,7 +11,10 @@ import asyncio
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
 from django.template.loader import render_to_string
+from django.utils import translation
+from django.utils.translation.trans_real import parse_accept_lang_header
 
 from describer.models import Conversion
 from describer.progress import group_name
@@ -80,14 +83,25 @@ class ConversionProgressConsumer(AsyncWebsocketConsumer):
         return Conversion.objects.filter(pk=self.conversion_id, owner=user).first()
 
     async def send_live(self, conversion: Conversion, **progress) -> None:
-        html = await database_sync_to_async(render_to_string)(
-            "describer/_live_update.html", {"conversion": conversion, **progress}
-        )
-        await self.send(text_data=html)
+        await self.send(text_data=await self.render("describer/_live_update.html", conversion=conversion, **progress))
 
     async def send_result(self, conversion: Conversion) -> None:
-        html = await database_sync_to_async(render_to_string)(
-            "describer/_result_update.html", {"conversion": conversion}
-        )
-        await self.send(text_data=html)
+        await self.send(text_data=await self.render("describer/_result_update.html", conversion=conversion))
         await self.close()
+
+    @database_sync_to_async
+    def render(self, template: str, **context) -> str:
+        """Render a fragment as the page would: for this user, in the page's language."""
+        with translation.override(self.language()):
+            return render_to_string(template, {"user": self.scope.get("user"), **context})
+
+    def language(self) -> str:
+        cookie = self.scope.get("cookies", {}).get(settings.LANGUAGE_COOKIE_NAME)
+        headers = dict(self.scope.get("headers", []))
+        accept = headers.get(b"accept-language", b"").decode("latin-1")
+        for candidate in [cookie, *(code for code, _ in parse_accept_lang_header(accept))]:
+            try:
+                return translation.get_supported_language_variant(candidate or "")
+            except LookupError:
+                continue
+        return settings.LANGUAGE_CODE

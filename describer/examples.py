@@ -279,17 +279,18 @@ def differs(example: Example, source: ExampleSource) -> bool:
     )
 
 
-def import_source(source: ExampleSource) -> str:
+def import_source(source: ExampleSource, *, update: bool = True) -> str:
     """Add or update the example called source.name; returns ADDED, UPDATED or UNCHANGED.
 
-    A new or changed image is checked, stored, and left for the worker to embed."""
+    A new or changed image is checked, stored, and left for the worker to embed. With
+    update=False an existing example is left as it is (its curation in the admin kept)."""
     new_file = ""
     try:
         with transaction.atomic():
             with connection.cursor() as cursor:
                 cursor.execute("SELECT pg_advisory_xact_lock(%s)", [IMPORT_LOCK_KEY])
             example = Example.objects.select_for_update().filter(name=source.name).first()
-            if example is not None and not differs(example, source):
+            if example is not None and (not update or not differs(example, source)):
                 return UNCHANGED
             outcome = ADDED if example is None else UPDATED
             example = example or Example(name=source.name)
@@ -334,14 +335,16 @@ def layout_note(source: ExampleSource) -> str | None:
     )
 
 
-def import_folder(folder: Path, *, progress: Callable[[int, int, str], None] | None = None) -> ImportReport:
+def import_folder(
+    folder: Path, *, update: bool = True, progress: Callable[[int, int, str], None] | None = None
+) -> ImportReport:
     """Import every example in `folder`; idempotent (unchanged examples are skipped)."""
     candidates, refused = scan_folder(folder)
     report = ImportReport(refused=refused)
     for number, files in enumerate(candidates, 1):
         try:
             source = load_source(files)
-            outcome = import_source(source)
+            outcome = import_source(source, update=update)
         except ExampleRefused as error:
             report.refused.append((files.name, str(error)))
         else:

@@ -127,9 +127,9 @@ def example_image(request: HttpRequest, pk: int) -> FileResponse:
 @require_POST
 def promote_example(request: HttpRequest, pk) -> HttpResponse:
     """Staff save a finished result as a retrieval example, with the description as edited."""
+    conversion = _get_conversion_for_user(request, pk)  # another user's: 404, as for every conversion URL
     if not request.user.is_staff:
         raise PermissionDenied
-    conversion = _get_conversion_for_user(request, pk)
     form = PromoteForm(request.POST)
     if not form.is_valid():
         return render(request, "describer/detail.html", {"conversion": conversion, "promote_form": form}, status=400)

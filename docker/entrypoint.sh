@@ -20,16 +20,16 @@ ensure_secret_key() {
     fi
 }
 
-# Hook for the starter examples (the retrieval set): runs only once a
-# `import_examples` command and the examples/starter folder exist. The command
-# is idempotent, so it runs on every start and picks up changed files.
+# The starter examples (the retrieval set) are loaded on a fresh installation's
+# first start only (--if-empty), so later curation in the admin is never
+# reverted. `manage.py import_examples examples/starter` updates them by hand.
 # IMPORT_EXAMPLES_ON_START=0 turns it off.
 import_starter_examples() {
     if [ "${IMPORT_EXAMPLES_ON_START:-1}" != 1 ] || [ ! -d examples/starter ]; then
         return 0
     fi
     if python manage.py help import_examples >/dev/null 2>&1; then
-        python manage.py import_examples examples/starter
+        python manage.py import_examples examples/starter --if-empty
     fi
 }
 

@@ -140,3 +140,4 @@ def test_the_docs_page_shows_every_operation_without_leaving_the_site(live_serve
     assert "diagramsite API" in page.inner_text(".info")
     assert elsewhere == []
     assert page_errors == []
+

@@ -85,9 +85,14 @@ async def open_stream(raw_token):
     yield open_
     for stream in streams:  # as a client going away: the view leaves the group, Django closes the response
         await stream.chunks.aclose()
-    # The test client keeps Django from closing connections when a request ends, and the ones the
-    # view opened in its own context are left unreferenced: collect them now (which closes them), or
-    # the test database cannot be dropped at the end of the run.
+
+
+@pytest.fixture(autouse=True)
+def collect_stray_connections():
+    """The test client keeps Django from closing connections when a request ends, and those the async
+    view opened in its own context are left unreferenced: collect them (which closes them), or the
+    test database cannot be dropped at the end of the run."""
+    yield
     gc.collect()
 
 

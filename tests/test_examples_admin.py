@@ -15,7 +15,7 @@ from django.urls import reverse
 
 from describer import examples
 from describer.models import Conversion, Example
-from tests.conftest import diagram_png
+from tests.conftest import diagram_png, png_bytes
 from tests.example_files import copy_starter, write_example
 
 pytestmark = pytest.mark.django_db
@@ -48,7 +48,7 @@ def test_staff_see_the_list_with_thumbnail_excerpt_and_embedding_status(staff, t
     assert response.status_code == 200
     assert reverse("example_image", args=[three_examples["bpmn-ru-zakupka"].pk]) in page
     assert "Закупка канцелярских товаров" in page  # the description's excerpt
-    assert "icon-yes.svg" in page and "pending (the worker embeds it)" in page
+    assert "icon-yes.svg" in page and "icon-unknown.svg\" alt=\"\"> pending" in page
     assert "failed: The image file is missing." in page
     assert "BPMN process" in page and "Russian" in page
 
@@ -96,6 +96,16 @@ def test_adding_an_example_leaves_it_pending_for_the_worker(staff):
     assert example.name == "flow-en-order-handling"  # suggested from the title
     assert example.embedding is None and example.embedding_error == ""
     assert example.image_sha256 == examples.file_sha256(example.image)
+
+
+def test_an_image_that_is_not_a_png_or_jpeg_is_refused_with_the_reason(staff):
+    gif = SimpleUploadedFile("order.gif", png_bytes(size=(100, 80), fmt="GIF"), content_type="image/gif")
+    data = {"name": "x", "description": DESCRIPTION, "mermaid": "", "diagram_type": "flowchart", "language": "en"}
+
+    response = staff.post(ADD, {**data, "image": gif})
+
+    assert response.status_code == 200 and not Example.objects.exists()
+    assert "does not have a .png, .jpg or .jpeg extension" in response.content.decode()
 
 
 def test_replacing_the_image_resets_the_embedding_and_removes_the_old_file(
@@ -232,8 +242,9 @@ def test_an_unfinished_conversion_cannot_be_promoted(staff, finished):
     assert not Example.objects.exists()
 
 
-def test_other_users_cannot_promote_and_see_no_form(client, user, make_conversion):
+def test_other_users_cannot_promote_and_see_no_form(client, user, other_user, make_conversion):
     mine = make_conversion(status=Conversion.Status.DONE, output_text=DESCRIPTION, output_structure={"title": "x"})
+    theirs = make_conversion(other_user, status=Conversion.Status.DONE, output_text=DESCRIPTION)
     client.force_login(user)
 
     page = client.get(mine.get_absolute_url()).content.decode()
@@ -241,6 +252,7 @@ def test_other_users_cannot_promote_and_see_no_form(client, user, make_conversio
 
     assert "promote" not in page
     assert response.status_code == 403
+    assert promote(client, theirs).status_code == 404  # like every URL of another user's conversion
     assert not Example.objects.exists()
 
 

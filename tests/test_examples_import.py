@@ -34,6 +34,17 @@ def test_a_fresh_database_gets_the_starter_set_and_a_second_run_adds_nothing():
     assert not Example.objects.embedded().exists()  # left to the worker
 
 
+def test_the_first_start_import_leaves_a_curated_set_alone(tmp_path):
+    folder = copy_starter(tmp_path / "in", *MIXED[:2])
+    run_import(folder, "--if-empty")
+    Example.objects.filter(name=MIXED[0]).delete()  # an admin removed one
+
+    out, _ = run_import(folder, "--if-empty")
+
+    assert "Examples exist already" in out
+    assert not Example.objects.filter(name=MIXED[0]).exists()
+
+
 def test_it_shows_progress_and_lists_each_outcome_when_verbose(tmp_path):
     folder = copy_starter(tmp_path / "in", *MIXED[:2])
 
@@ -56,6 +67,18 @@ def test_changed_texts_are_updated_and_the_embedding_is_kept(tmp_path):
     assert report.updated == ["flow-en-make-tea"]
     assert "Boil fresh water" in example.description
     assert example.embedding is not None
+
+
+def test_new_only_leaves_existing_examples_as_curated(tmp_path):
+    folder = copy_starter(tmp_path / "in", "flow-en-make-tea")
+    examples.import_folder(folder)
+    Example.objects.update(description="# Edited in the admin\n\n## Steps\n1. Brew")
+    write_example(folder, "flow-en-new-one")
+
+    out, _ = run_import(folder, "--new-only")
+
+    assert "1 added, 0 updated, 1 unchanged (skipped)" in out
+    assert Example.objects.get(name="flow-en-make-tea").description.startswith("# Edited in the admin")
 
 
 def test_a_changed_image_replaces_the_file_and_waits_for_a_new_embedding(

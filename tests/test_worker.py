@@ -4,6 +4,7 @@ the queue: end to end, racing workers, kill -9 and restart."""
 from __future__ import annotations
 
 import signal
+import time
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -135,3 +136,14 @@ def test_a_missing_model_fails_the_job_with_a_readable_message_and_the_worker_li
     for conversion in (first, second):
         assert conversion.status == Conversion.Status.FAILED
         assert "no-such-model" in conversion.error_message
+
+
+def test_an_idle_worker_stays_up_and_takes_a_later_job(alice, run_worker, worker_log):
+    worker = run_worker()
+    wait_for(lambda: "ready" in worker_log.read_text(), timeout=60, what="the worker to load its models")
+    # Longer than Redis clients' read timeouts: an idle blocking receive must not kill the worker.
+    time.sleep(8)
+    assert worker.poll() is None, "the idle worker died"
+    conversion = upload(alice)
+    wait_for(lambda: finished(conversion), timeout=60, what="the later conversion")
+    assert conversion.status == Conversion.Status.DONE

@@ -72,6 +72,8 @@ def load_vlm(
     with _load_errors(source, setting="DESCRIBER_MODEL"):
         config = AutoConfig.from_pretrained(source, cache_dir=cache_dir or None)
         _check_model_type(source, config.model_type)
+        if "max_memory" in kwargs:
+            check_memory_budget(config, quantization=quantization, max_vram=max_vram, max_ram=max_ram)
         processor = AutoProcessor.from_pretrained(source, cache_dir=cache_dir or None)
         model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
             source, config=config, cache_dir=cache_dir or None, **kwargs
@@ -134,9 +136,59 @@ def _nf4_config(compute_dtype: torch.dtype) -> Any:
         bnb_4bit_quant_type="nf4",
         bnb_4bit_use_double_quant=True,
         bnb_4bit_compute_dtype=compute_dtype,
-        # Lets a MODEL_MAX_VRAM below the model's size offload layers to the CPU (slow) instead of failing.
+        # Meant to let 4-bit layers that do not fit stay on the CPU; with double quantisation the
+        # dispatch fails in accelerate/bitsandbytes (seen with bitsandbytes 0.50.2, accelerate 1.15),
+        # so check_memory_budget refuses such a budget before loading.
         llm_int8_enable_fp32_cpu_offload=True,
     )
+
+
+def check_memory_budget(config: Any, *, quantization: str, max_vram: str, max_ram: str) -> None:
+    """Refuse, with the numbers, a memory budget the weights cannot fit.
+
+    In bf16 what does not fit MODEL_MAX_VRAM is offloaded into MODEL_MAX_RAM (slow, but it runs);
+    4-bit layers cannot be offloaded, so in nf4 the weights must fit MODEL_MAX_VRAM.
+    """
+    from accelerate.utils import convert_file_size_to_int
+
+    try:
+        vram, ram = convert_file_size_to_int(max_vram), convert_file_size_to_int(max_ram)
+    except ValueError as error:
+        raise ModelUnavailable(f"MODEL_MAX_VRAM / MODEL_MAX_RAM must be sizes like 7GiB or 16GiB ({error}).") from None
+    needed = estimate_weight_bytes(config, quantization)
+    gib = f"about {needed / 2**30:.1f} GiB"
+    if quantization == "nf4" and needed > vram:
+        raise ModelUnavailable(
+            f"MODEL_MAX_VRAM={max_vram} is too small for this model in 4-bit: its weights alone take {gib} "
+            "of GPU memory, and 4-bit layers cannot be offloaded to the CPU. Raise MODEL_MAX_VRAM (one "
+            "request needs about 1 GiB more), or set MODEL_QUANTIZATION=bf16, which keeps what does not "
+            "fit in MODEL_MAX_RAM (much slower)."
+        )
+    if needed > vram + ram:
+        raise ModelUnavailable(
+            f"MODEL_MAX_VRAM={max_vram} and MODEL_MAX_RAM={max_ram} together are too small for this model "
+            f"in {quantization}: its weights take {gib}. Raise either, or use MODEL_QUANTIZATION=nf4."
+        )
+
+
+def estimate_weight_bytes(config: Any, quantization: str) -> int:
+    """Bytes the model's weights take once loaded: bf16, or NF4 for the linear layers that
+    bitsandbytes quantises (all but the output head) with one byte of scale per 64 weights."""
+    from torch import nn
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    with torch.device("meta"):
+        skeleton = Qwen2_5_VLForConditionalGeneration(config)
+    total, counted = 0, set()
+    for name, module in skeleton.named_modules():
+        quantised = quantization == "nf4" and isinstance(module, nn.Linear) and not name.endswith("lm_head")
+        for parameter_name, parameter in module.named_parameters(recurse=False):
+            if id(parameter) in counted:
+                continue  # tied embeddings count once
+            counted.add(id(parameter))
+            count = parameter.numel()
+            total += count // 2 + count // 64 if quantised and parameter_name == "weight" else count * 2
+    return total
 
 
 def _check_local_source(source: str, *, setting: str) -> None:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from PIL import Image
-from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer, TextStreamer
+from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
 from describer.inference.errors import GenerationTimeout, OutOfMemory
 from describer.inference.fast_decode import FastDecoder, RowLimits, unsupported_reason
@@ -386,32 +386,39 @@ class StreamChunk(str):
         return chunk
 
 
-class _RowText(TextStreamer):
-    """Turns one row's tokens into text chunks, word by word, exactly as ``generate``'s streamer does."""
+class _RowText:
+    """Turns one row's tokens into text as they come.
+
+    Each token decodes a short window of tokens (the incremental detokenising of TGI and vLLM), so
+    token 1000 costs what token 10 does; a token that ends inside a multi-byte character waits
+    for the next. The chunks join to the full decoded text, as generate's streamer's do.
+    """
 
     def __init__(self, tokenizer: Any, index: int) -> None:
-        super().__init__(tokenizer, skip_prompt=False, skip_special_tokens=True)
+        self.tokenizer = tokenizer
         self.index = index
-        self._texts: list[str] = []
-        self._tokens = 0
-
-    def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
-        if text:
-            self._texts.append(text)
+        self._ids: list[int] = []
+        self._prefix = self._read = 0  # window start; end of what has been emitted
+        self._tokens = 0  # tokens since the last chunk
 
     def add(self, token: int, finished: bool) -> Iterator[tuple[int, StreamChunk]]:
+        self._ids.append(token)
         self._tokens += 1
-        self.put(torch.tensor([token]))
-        if finished:
-            self.end()
-        text = "".join(self._texts)
-        self._texts.clear()
+        text = self._new_text(finished)
         if text:
             yield self.index, StreamChunk(text, self._tokens)
             self._tokens = 0
         if finished:
             yield self.index, StreamChunk("", self._tokens, final=True)
             self._tokens = 0
+
+    def _new_text(self, finished: bool) -> str:
+        before = self.tokenizer.decode(self._ids[self._prefix : self._read], skip_special_tokens=True)
+        after = self.tokenizer.decode(self._ids[self._prefix :], skip_special_tokens=True)
+        if len(after) <= len(before) or (after.endswith("\ufffd") and not finished):
+            return ""
+        self._prefix, self._read = self._read, len(self._ids)
+        return after[len(before) :]
 
 
 def _drain_decoded(thread: _DecodeThread, rows: list[_RowText]) -> Iterator[tuple[int, StreamChunk]]:

@@ -14,6 +14,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils.translation import gettext as _
 
 from describer import examples
+from describer.models import Example
 from describer.management.progress import TextProgress
 
 
@@ -25,12 +26,26 @@ class Command(BaseCommand):
         parser.add_argument(
             "--embed", action="store_true", help="load CLIP in this process and embed pending examples now"
         )
+        parser.add_argument(
+            "--new-only", action="store_true", help="only add missing examples; leave existing ones as they are"
+        )
+        parser.add_argument(
+            "--if-empty",
+            action="store_true",
+            help="do nothing unless there are no examples yet (a fresh installation's first start)",
+        )
 
-    def handle(self, *args, folder: Path, embed: bool, verbosity: int, **options) -> None:
+    def handle(
+        self, *args, folder: Path, embed: bool, new_only: bool, if_empty: bool, verbosity: int, **options
+    ) -> None:
         if not folder.is_dir():
             raise CommandError(_("%(folder)s is not a folder.") % {"folder": folder})
+        if if_empty and Example.objects.exists():
+            # Curation wins: once admins have examples, starting up never reverts or re-adds any.
+            self.stdout.write(_("Examples exist already; %(folder)s was not imported.") % {"folder": folder})
+            return
         progress = TextProgress(self.stderr, _("Importing")) if verbosity > 0 else None
-        report = examples.import_folder(folder, progress=progress)
+        report = examples.import_folder(folder, update=not new_only, progress=progress)
         self.stdout.write(_("Imported %(folder)s: %(summary)s.") % {"folder": folder, "summary": report.summary()})
         for name, reason in report.refused:
             self.stdout.write(self.style.WARNING(f"  refused {name}: {reason}"))
