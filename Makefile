@@ -33,8 +33,9 @@ tiny-models: venv
 	$(PY) manage.py make_tiny_models $(TINY_MODELS_DIR)
 
 messages: venv
-	$(PY) manage.py makemessages -l ru --no-obsolete
-	$(PY) manage.py compilemessages
+	$(PY) manage.py makemessages -l ru --no-location --no-obsolete \
+		--ignore=.venv --ignore=node_modules --ignore=var --ignore=examples --ignore=bench
+	$(PY) manage.py compilemessages --ignore=.venv
 
 run-web: venv
 	$(PY) manage.py migrate && $(VENV)/bin/daphne -b 127.0.0.1 -p 8000 diagramsite.asgi:application

@@ -92,8 +92,10 @@ def main() -> None:
         build_random_clip_vit_b32(clip)
     runtime = DescriberRuntime.load(vlm, clip, quantization=args.quantization, max_vram="16GiB", max_ram="32GiB")
     stack = runtime.decoder.stack
-    weight_bytes = sum(p.numel() * p.element_size() for p in runtime.model.model.language_model.parameters())
-    weight_bytes += runtime.model.lm_head.weight.numel() * runtime.model.lm_head.weight.element_size()
+    # Read per step: every language-model weight but the embedding table (one row of it), and the
+    # output head (tied to that table).
+    language_model = runtime.model.model.language_model
+    weight_bytes = sum(p.numel() * p.element_size() for p in language_model.parameters())
     print(f"language model weights read per step: {weight_bytes / 2**30:.2f} GiB", flush=True)
     print(f"decode loop, one short request: {loop_tok_s(runtime):.1f} tok/s", flush=True)
     with torch.no_grad():

@@ -3,6 +3,7 @@ from __future__ import annotations
 from django import forms
 from django.conf import settings
 from django.contrib.auth.forms import UserCreationForm
+from django.utils.formats import number_format
 from django.utils.translation import gettext_lazy as _
 
 from describer.images import NormalisedImage, allowed_text, check_extension, check_size, normalise_upload
@@ -10,6 +11,11 @@ from describer.mermaid import MERMAID_MAX_CHARS
 from describer.models import Conversion, Example
 
 PARSE_ERROR_MAX_CHARS = 2000
+
+
+def grouped(number: int) -> str:
+    """20,000 in English, 20 000 in Russian (where "20,000" would read as twenty)."""
+    return number_format(number, force_grouping=True)
 
 
 class UploadForm(forms.Form):
@@ -27,12 +33,18 @@ class UploadForm(forms.Form):
         allowed = allowed_text()
         field = self.fields["image"]
         field.help_text = allowed
+        # Plain _() calls, not inside f-strings: xgettext does not look into f-strings.
+        choose, empty, again = (
+            _("Choose a diagram image to upload."),
+            _("The file is empty."),
+            _("No file was received; upload it again."),
+        )
         field.error_messages.update(
             {
-                "required": f"{_('Choose a diagram image to upload.')} {allowed}",
-                "missing": f"{_('Choose a diagram image to upload.')} {allowed}",
-                "empty": f"{_('The file is empty.')} {allowed}",
-                "invalid": f"{_('No file was received; upload it again.')} {allowed}",
+                "required": f"{choose} {allowed}",
+                "missing": f"{choose} {allowed}",
+                "empty": f"{empty} {allowed}",
+                "invalid": f"{again} {allowed}",
             }
         )
         self.normalised: NormalisedImage | None = None
@@ -58,7 +70,7 @@ class TextForm(forms.Form):
         super().__init__(*args, **kwargs)
         limit = settings.TEXT_INPUT_MAX_CHARS
         self.fields["text"].widget.attrs["maxlength"] = limit
-        self.fields["text"].help_text = _("At most %(limit)s characters.") % {"limit": f"{limit:,}"}
+        self.fields["text"].help_text = _("At most %(limit)s characters.") % {"limit": grouped(limit)}
 
     def clean_text(self):
         text = self.cleaned_data["text"]
@@ -66,7 +78,7 @@ class TextForm(forms.Form):
         if len(text) > limit:
             raise forms.ValidationError(
                 _("The text has %(length)s characters; at most %(limit)s are allowed.")
-                % {"length": f"{len(text):,}", "limit": f"{limit:,}"}
+                % {"length": grouped(len(text)), "limit": grouped(limit)}
             )
         return text
 
@@ -87,7 +99,7 @@ class MermaidForm(forms.Form):
         if len(code) > MERMAID_MAX_CHARS:
             raise forms.ValidationError(
                 _("The code has %(length)s characters; at most %(limit)s are allowed.")
-                % {"length": f"{len(code):,}", "limit": f"{MERMAID_MAX_CHARS:,}"}
+                % {"length": grouped(len(code)), "limit": grouped(MERMAID_MAX_CHARS)}
             )
         return code
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from decimal import Decimal
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.template.defaultfilters import filesizeformat
+from django.utils.formats import number_format
 from django.utils.translation import gettext as _
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -36,8 +38,13 @@ class NormalisedImage:
 def allowed_text() -> str:
     return _("Allowed: PNG or JPEG, at most %(size)s and %(pixels)s megapixels.") % {
         "size": filesizeformat(settings.UPLOAD_MAX_BYTES),
-        "pixels": f"{settings.UPLOAD_MAX_PIXELS / 1_000_000:g}",
+        "pixels": megapixels(settings.UPLOAD_MAX_PIXELS),
     }
+
+
+def megapixels(pixels: int) -> str:
+    """At most 3 significant digits, with the active language's decimal mark (40.5 / 40,5)."""
+    return number_format(Decimal(f"{pixels / 1_000_000:.3g}"))
 
 
 def refuse(problem: str) -> ValidationError:
@@ -107,7 +114,7 @@ def open_checked(data: bytes) -> Image.Image:
     if width * height > settings.UPLOAD_MAX_PIXELS:
         raise refuse(
             _("The image is %(w)s×%(h)s pixels (%(mp)s megapixels), which is too many.")
-            % {"w": width, "h": height, "mp": f"{width * height / 1_000_000:.3g}"}
+            % {"w": width, "h": height, "mp": megapixels(width * height)}
         )
     if min(width, height) < MIN_SIDE:
         raise refuse(

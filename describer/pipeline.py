@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import closing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -115,7 +116,13 @@ class JobRunner:
         deadline = started + settings.DESCRIBER_TIME_LIMIT_S
         for item in batch:
             item.progress.stage(Conversion.Stage.GENERATION)
-        for index, chunk in self.runtime.stream_batch([item.request for item in batch], deadline=deadline):
+        stream = closing(self.runtime.stream_batch([item.request for item in batch], deadline=deadline))
+        with stream as chunks:
+            self._route_chunks(batch, chunks, started)
+
+    def _route_chunks(self, batch: list[_BatchedJob], chunks, started: float) -> None:
+        """Each chunk to its job's page; a job whose text is complete is finished at once."""
+        for index, chunk in chunks:
             if self.should_stop():
                 raise WorkerStopping
             item = batch[index]

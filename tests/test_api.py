@@ -310,6 +310,7 @@ def test_the_list_filters_like_the_history(api, make_conversion):
 @pytest.mark.parametrize(("query", "field"), [
     ({"kind": "poem"}, "kind"), ({"status": "lost"}, "status"), ({"page": 0}, "page"),
     ({"page_size": 1000}, "page_size"), ({"q": "x" * 201}, "q"), ({"q": "a\x00b"}, "q"),
+    ({"staus": "done"}, "staus"),  # a misspelt filter is named, not silently ignored
 ])
 def test_invalid_filters_are_422_per_field(api, query, field):
     assert_problem(api.get("/conversions", query), 422, field)
@@ -320,14 +321,14 @@ def test_invalid_filters_are_422_per_field(api, query, field):
 
 def test_deleting_removes_the_conversion_and_its_files(api, make_conversion, django_capture_on_commit_callbacks):
     conversion = make_conversion()
-    image_path = conversion.input_image.path
+    storage, image = conversion.input_image.storage, conversion.input_image.name
 
     with django_capture_on_commit_callbacks(execute=True):
         response = api.delete(f"/conversions/{conversion.id}")
 
     assert response.status_code == 204 and response.content == b""
     assert not Conversion.objects.exists()
-    assert not __import__("os").path.exists(image_path)
+    assert not storage.exists(image)
     assert_problem(api.delete(f"/conversions/{conversion.id}"), 404)
 
 

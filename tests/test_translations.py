@@ -3,6 +3,7 @@ translation has a Russian translation, and the compiled catalogue is current."""
 
 from __future__ import annotations
 
+import ast
 import gettext
 import shutil
 import subprocess
@@ -36,7 +37,8 @@ def po_entries(path: Path) -> dict[str, tuple[str, bool]]:
             elif line.startswith("#") or line.startswith("msgctxt"):
                 continue
             if current is not None and '"' in line:
-                current.append(line[line.index('"') + 1 : line.rindex('"')])
+                # A C-style string literal ("a \"quoted\" word"): Python reads it the same way.
+                current.append(ast.literal_eval(line[line.index('"') :]))
         key = "".join(msgid)
         if key:
             translated = all("".join(parts) for parts in msgstrs) and bool(msgstrs)
@@ -77,3 +79,29 @@ def test_the_compiled_catalogue_matches_the_translations():
 def test_the_login_page_speaks_russian(client):
     response = client.get("/accounts/login/", headers={"Accept-Language": "ru"})
     assert "Войти" in response.content.decode()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.asyncio
+async def test_the_live_progress_speaks_the_language_of_the_page(client, make_conversion, user):
+    from channels.db import database_sync_to_async
+    from channels.testing import WebsocketCommunicator
+    from django.conf import settings
+
+    from diagramsite.asgi import application
+
+    conversion = await database_sync_to_async(make_conversion)()
+    await database_sync_to_async(client.force_login)(user)
+    session = client.cookies[settings.SESSION_COOKIE_NAME].value
+    cookie = f"{settings.SESSION_COOKIE_NAME}={session}; {settings.LANGUAGE_COOKIE_NAME}=ru"
+    comm = WebsocketCommunicator(
+        application,
+        f"/ws/conversions/{conversion.id}/",
+        headers=[(b"origin", b"http://localhost"), (b"cookie", cookie.encode())],
+    )
+    connected, _ = await comm.connect()
+    assert connected
+    html = await comm.receive_from(timeout=5)
+    await comm.disconnect()
+    assert "Ожидание в очереди" in html  # "Waiting in the queue: position 1."
+    assert "Waiting" not in html

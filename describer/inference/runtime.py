@@ -10,7 +10,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -112,6 +112,11 @@ class DescriberRuntime:
         self.is_tiny = is_tiny
         self.time_limit_s = time_limit_s  # only for the GenerationTimeout message
         self.decoder = _fast_decoder(model, cuda_graphs=fast_decode)
+        if model is not None and model.device.type == "cuda":
+            # cuDNN's fused attention, once it has run out of memory, failed every later call in
+            # the process ("mha_graph.execute(...).is_good()", torch 2.11 on an H100); flash and
+            # memory-efficient attention raise a plain OOM and recover.
+            torch.backends.cuda.enable_cudnn_sdp(False)
 
     @classmethod
     def load(
@@ -212,9 +217,9 @@ class DescriberRuntime:
         stops the generate thread as well.
         """
         if self.decoder is not None and self.decoder.cuda_graphs:
-            for _, chunk in self._stream_decoded([request], deadline):
-                if chunk:
-                    yield chunk
+            # closing(): an abandoned stream stops its decode thread now, not when collected.
+            with closing(self._stream_decoded([request], deadline)) as chunks:
+                yield from (chunk for _, chunk in chunks if chunk)
             return
         yield from self.stream_generate(request, deadline=deadline)
 
@@ -230,8 +235,8 @@ class DescriberRuntime:
         """
         if self.decoder is None:
             for index, request in enumerate(requests):
-                for chunk in self.stream_generate(request, deadline=deadline):
-                    yield index, chunk
+                with closing(self.stream_generate(request, deadline=deadline)) as chunks:
+                    yield from ((index, chunk) for chunk in chunks)
                 yield index, StreamChunk("", 0, final=True)
             return
         yield from self._stream_decoded(requests, deadline)

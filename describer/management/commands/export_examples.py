@@ -33,4 +33,4 @@ class Command(BaseCommand):
         written, problems = examples.export_to_folder(queryset, folder)
         self.stdout.write(_("Exported %(count)s examples to %(folder)s.") % {"count": written, "folder": folder})
         for stem, reason in problems:
-            self.stdout.write(self.style.WARNING(f"  not exported {stem}: {reason}"))
+            self.stdout.write(self.style.WARNING("  " + _("not exported %(name)s: %(reason)s") % {"name": stem, "reason": reason}))

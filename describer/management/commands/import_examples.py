@@ -48,13 +48,14 @@ class Command(BaseCommand):
         report = examples.import_folder(folder, update=not new_only, progress=progress)
         self.stdout.write(_("Imported %(folder)s: %(summary)s.") % {"folder": folder, "summary": report.summary()})
         for name, reason in report.refused:
-            self.stdout.write(self.style.WARNING(f"  refused {name}: {reason}"))
+            self.stdout.write(self.style.WARNING("  " + _("refused %(name)s: %(reason)s") % {"name": name, "reason": reason}))
         for name, note in report.notes:
-            self.stdout.write(f"  note {name}: {note}")
+            self.stdout.write("  " + _("note %(name)s: %(note)s") % {"name": name, "note": note})
         if verbosity > 1:
-            for outcome in ("added", "updated", "unchanged"):
+            labels = {"added": _("added %(name)s"), "updated": _("updated %(name)s"), "unchanged": _("unchanged %(name)s")}
+            for outcome, label in labels.items():
                 for name in getattr(report, outcome):
-                    self.stdout.write(f"  {outcome} {name}")
+                    self.stdout.write("  " + label % {"name": name})
         if embed:
             self.embed(verbosity)
 
