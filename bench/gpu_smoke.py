@@ -87,7 +87,7 @@ def main() -> None:
 
     def out_of_memory():
         outcomes = []
-        for spare_mib in (64, 32, 16, 8, 4):
+        for spare_mib in (8, 4, 2, 1, 0):
             torch.cuda.empty_cache()
             free, _ = torch.cuda.mem_get_info()
             blocker = torch.empty(free - spare_mib * 2**20, dtype=torch.uint8, device="cuda")

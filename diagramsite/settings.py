@@ -127,6 +127,9 @@ DATABASES = {
         "HOST": envstr("POSTGRES_HOST", "127.0.0.1"),
         "PORT": envstr("POSTGRES_PORT", "5432"),
         "CONN_MAX_AGE": envint("POSTGRES_CONN_MAX_AGE", 0),
+        # pgvector >= 0.8: an HNSW scan keeps looking past rows that filters (or dead
+        # tuples) drop, so `nearest(k)` still returns k rows when k exist.
+        "OPTIONS": {"options": "-c hnsw.iterative_scan=strict_order"},
         # Lets parallel test runs use their own database.
         "TEST": {"NAME": os.environ.get("POSTGRES_TEST_DB") or None},
     }
