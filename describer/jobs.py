@@ -15,7 +15,7 @@ import logging
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F
-from django.utils import timezone
+from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
 from describer.models import Conversion
@@ -55,11 +55,11 @@ def recover_stale_jobs() -> tuple[int, int]:
         requeued = failed = 0
         for job in stale:
             if job.attempts >= settings.DESCRIBER_MAX_ATTEMPTS:
-                fail_job(
-                    job,
-                    _("The worker stopped while running this conversion %(n)s times, so it was given up.")
-                    % {"n": job.attempts},
-                )
+                with translation.override(job.interface_language or None):
+                    message = _(
+                        "The worker stopped while running this conversion %(n)s times, so it was given up."
+                    ) % {"n": job.attempts}
+                fail_job(job, message)
                 failed += 1
             else:
                 _requeue(job)

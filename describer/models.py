@@ -76,46 +76,62 @@ class Conversion(models.Model):
         ENGLISH = "en", _("English")
         RUSSIAN = "ru", _("Russian")
 
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversions")
-    kind = models.CharField(max_length=20, choices=Kind.choices)
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED, db_index=True)
-    stage = models.CharField(max_length=20, choices=Stage.choices, default=Stage.QUEUED)
-    title = models.CharField(max_length=200, blank=True)
-    language = models.CharField(max_length=5, choices=Language.choices, blank=True)
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False, verbose_name=_("ID"))
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversions", verbose_name=_("owner")
+    )
+    kind = models.CharField(max_length=20, choices=Kind.choices, verbose_name=_("kind"))
+    status = models.CharField(
+        max_length=10, choices=Status.choices, default=Status.QUEUED, db_index=True, verbose_name=_("status")
+    )
+    stage = models.CharField(max_length=20, choices=Stage.choices, default=Stage.QUEUED, verbose_name=_("stage"))
+    title = models.CharField(max_length=200, blank=True, verbose_name=_("title"))
+    # The interface language the job was made in: the worker writes its messages in it.
+    interface_language = models.CharField(max_length=10, blank=True, verbose_name=_("interface language"))
+    language = models.CharField(max_length=5, choices=Language.choices, blank=True, verbose_name=_("language"))
 
-    input_image = models.ImageField(upload_to=random_upload_path, blank=True)
-    input_thumbnail = models.ImageField(upload_to=random_upload_path, blank=True)
-    original_filename = models.CharField(max_length=255, blank=True)
-    image_width = models.PositiveIntegerField(null=True, blank=True)
-    image_height = models.PositiveIntegerField(null=True, blank=True)
-    input_text = models.TextField(blank=True)
+    input_image = models.ImageField(upload_to=random_upload_path, blank=True, verbose_name=_("uploaded image"))
+    input_thumbnail = models.ImageField(upload_to=random_upload_path, blank=True, verbose_name=_("thumbnail"))
+    original_filename = models.CharField(max_length=255, blank=True, verbose_name=_("original file name"))
+    image_width = models.PositiveIntegerField(null=True, blank=True, verbose_name=_("image width"))
+    image_height = models.PositiveIntegerField(null=True, blank=True, verbose_name=_("image height"))
+    input_text = models.TextField(blank=True, verbose_name=_("input text"))
 
-    output_raw = models.TextField(blank=True, help_text="The model's text as it streamed.")
-    output_text = models.TextField(blank=True, help_text="The structured description (Markdown).")
-    output_structure = models.JSONField(null=True, blank=True)
-    output_mermaid = models.TextField(blank=True, help_text="The current Mermaid code (latest version).")
-    error_message = models.TextField(blank=True)
+    output_raw = models.TextField(
+        blank=True, help_text="The model's text as it streamed.", verbose_name=_("raw model output")
+    )
+    output_text = models.TextField(
+        blank=True, help_text="The structured description (Markdown).", verbose_name=_("description")
+    )
+    output_structure = models.JSONField(null=True, blank=True, verbose_name=_("structured description"))
+    output_mermaid = models.TextField(
+        blank=True, help_text="The current Mermaid code (latest version).", verbose_name=_("Mermaid code")
+    )
+    error_message = models.TextField(blank=True, verbose_name=_("error message"))
     # Text → diagram: a queued repair sends the latest code and this parser message back to the model.
-    repair_error = models.TextField(blank=True)
-    repair_attempts = models.PositiveSmallIntegerField(default=0)
+    repair_error = models.TextField(blank=True, verbose_name=_("error to repair"))
+    repair_attempts = models.PositiveSmallIntegerField(default=0, verbose_name=_("repair attempts"))
 
     # Round trip: a text→diagram conversion drawn from a diagram→text result.
-    source = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="derived")
+    source = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="derived", verbose_name=_("drawn from")
+    )
 
-    created_at = models.DateTimeField(default=timezone.now, db_index=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
-    attempts = models.PositiveSmallIntegerField(default=0)
-    worker = models.CharField(max_length=100, blank=True)
-    tokens_generated = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True, verbose_name=_("created"))
+    started_at = models.DateTimeField(null=True, blank=True, verbose_name=_("started"))
+    finished_at = models.DateTimeField(null=True, blank=True, verbose_name=_("finished"))
+    heartbeat_at = models.DateTimeField(null=True, blank=True, verbose_name=_("last heartbeat"))
+    attempts = models.PositiveSmallIntegerField(default=0, verbose_name=_("attempts"))
+    worker = models.CharField(max_length=100, blank=True, verbose_name=_("worker"))
+    tokens_generated = models.PositiveIntegerField(default=0, verbose_name=_("tokens generated"))
     # Seconds: queue_wait, preprocessing, retrieval, first_token, generation; tokens_per_s.
-    timings = models.JSONField(default=dict, blank=True)
+    timings = models.JSONField(default=dict, blank=True, verbose_name=_("timings"))
 
     objects = ConversionQuerySet.as_manager()
 
     class Meta:
+        verbose_name = _("conversion")
+        verbose_name_plural = _("conversions")
         ordering = ["-created_at"]
         indexes = [models.Index(fields=["owner", "-created_at"]), models.Index(fields=["status", "created_at"])]
 
@@ -179,26 +195,46 @@ class Example(models.Model):
         RUSSIAN = "ru", _("Russian")
         OTHER = "other", _("Other")
 
-    name = models.SlugField(max_length=200, unique=True, null=True, blank=True, help_text=_("Import/export file name."))
-    image = models.ImageField(upload_to="examples/")
-    image_sha256 = models.CharField(max_length=64, blank=True)
-    description = models.TextField()
-    mermaid = models.TextField(blank=True)
-    diagram_type = models.CharField(max_length=20, choices=DiagramType.choices, default=DiagramType.FLOWCHART)
-    language = models.CharField(max_length=10, choices=Language.choices, default=Language.ENGLISH)
-    embedding = VectorField(dimensions=EMBEDDING_DIMENSIONS, null=True, blank=True, editable=False)
-    embedding_model = models.CharField(max_length=200, blank=True, editable=False)
-    # Examples are embedded by the worker (the web process never loads CLIP); a failure is kept here.
-    embedding_error = models.TextField(blank=True, editable=False)
-    source_conversion = models.ForeignKey(
-        Conversion, null=True, blank=True, on_delete=models.SET_NULL, related_name="promoted_examples"
+    name = models.SlugField(
+        max_length=200,
+        unique=True,
+        null=True,
+        blank=True,
+        help_text=_("Import/export file name."),
+        verbose_name=_("name"),
     )
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    image = models.ImageField(upload_to="examples/", verbose_name=_("image"))
+    image_sha256 = models.CharField(max_length=64, blank=True, verbose_name=_("image SHA-256"))
+    description = models.TextField(verbose_name=_("description"))
+    mermaid = models.TextField(blank=True, verbose_name=_("Mermaid code"))
+    diagram_type = models.CharField(
+        max_length=20, choices=DiagramType.choices, default=DiagramType.FLOWCHART, verbose_name=_("diagram type")
+    )
+    language = models.CharField(
+        max_length=10, choices=Language.choices, default=Language.ENGLISH, verbose_name=_("language")
+    )
+    embedding = VectorField(
+        dimensions=EMBEDDING_DIMENSIONS, null=True, blank=True, editable=False, verbose_name=_("embedding")
+    )
+    embedding_model = models.CharField(max_length=200, blank=True, editable=False, verbose_name=_("embedding model"))
+    # Examples are embedded by the worker (the web process never loads CLIP); a failure is kept here.
+    embedding_error = models.TextField(blank=True, editable=False, verbose_name=_("embedding error"))
+    source_conversion = models.ForeignKey(
+        Conversion,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="promoted_examples",
+        verbose_name=_("promoted from"),
+    )
+    created_at = models.DateTimeField(auto_now_add=True, verbose_name=_("created"))
+    updated_at = models.DateTimeField(auto_now=True, verbose_name=_("updated"))
 
     objects = ExampleQuerySet.as_manager()
 
     class Meta:
+        verbose_name = _("example")
+        verbose_name_plural = _("examples")
         ordering = ["name", "id"]
         indexes = [
             HnswIndex(
@@ -226,12 +262,18 @@ def delete_example_image(sender, instance: Example, **kwargs) -> None:
 class ConversionExample(models.Model):
     """Which examples a conversion's prompt used, and how similar they were."""
 
-    conversion = models.ForeignKey(Conversion, on_delete=models.CASCADE, related_name="examples_used")
-    example = models.ForeignKey(Example, null=True, on_delete=models.SET_NULL, related_name="+")
-    similarity = models.FloatField()
-    rank = models.PositiveSmallIntegerField()
+    conversion = models.ForeignKey(
+        Conversion, on_delete=models.CASCADE, related_name="examples_used", verbose_name=_("conversion")
+    )
+    example = models.ForeignKey(
+        Example, null=True, on_delete=models.SET_NULL, related_name="+", verbose_name=_("example")
+    )
+    similarity = models.FloatField(verbose_name=_("similarity"))
+    rank = models.PositiveSmallIntegerField(verbose_name=_("rank"))
 
     class Meta:
+        verbose_name = _("example used")
+        verbose_name_plural = _("examples used")
         ordering = ["rank"]
 
 
@@ -244,14 +286,20 @@ class MermaidVersion(models.Model):
         EDIT = "edit", _("Edited by you")
         RESTORE = "restore", _("Restored from an earlier version")
 
-    conversion = models.ForeignKey(Conversion, on_delete=models.CASCADE, related_name="mermaid_versions")
-    number = models.PositiveIntegerField()
-    code = models.TextField()
-    origin = models.CharField(max_length=10, choices=Origin.choices)
-    parse_error = models.TextField(blank=True, help_text="The parser's message when this code did not parse.")
-    created_at = models.DateTimeField(default=timezone.now)
+    conversion = models.ForeignKey(
+        Conversion, on_delete=models.CASCADE, related_name="mermaid_versions", verbose_name=_("conversion")
+    )
+    number = models.PositiveIntegerField(verbose_name=_("number"))
+    code = models.TextField(verbose_name=_("code"))
+    origin = models.CharField(max_length=10, choices=Origin.choices, verbose_name=_("origin"))
+    parse_error = models.TextField(
+        blank=True, help_text="The parser's message when this code did not parse.", verbose_name=_("parse error")
+    )
+    created_at = models.DateTimeField(default=timezone.now, verbose_name=_("created"))
 
     class Meta:
+        verbose_name = _("Mermaid version")
+        verbose_name_plural = _("Mermaid versions")
         ordering = ["-number"]
         constraints = [models.UniqueConstraint(fields=["conversion", "number"], name="unique_mermaid_version")]
 
@@ -262,14 +310,20 @@ class MermaidVersion(models.Model):
 class ApiToken(models.Model):
     """A personal API token. Only its SHA-256 is stored; the token is shown once."""
 
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
-    name = models.CharField(max_length=100)
-    prefix = models.CharField(max_length=16, help_text="The token's first characters, to recognise it.")
-    token_hash = models.CharField(max_length=64, unique=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    last_used_at = models.DateTimeField(null=True, blank=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens", verbose_name=_("user")
+    )
+    name = models.CharField(max_length=100, verbose_name=_("name"))
+    prefix = models.CharField(
+        max_length=16, help_text="The token's first characters, to recognise it.", verbose_name=_("prefix")
+    )
+    token_hash = models.CharField(max_length=64, unique=True, verbose_name=_("token hash"))
+    created_at = models.DateTimeField(auto_now_add=True, verbose_name=_("created"))
+    last_used_at = models.DateTimeField(null=True, blank=True, verbose_name=_("last used"))
 
     class Meta:
+        verbose_name = _("API token")
+        verbose_name_plural = _("API tokens")
         ordering = ["-created_at"]
 
     def __str__(self) -> str:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from django.conf import settings
-from django.utils import timezone
+from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
 from describer import drawing, jobs, postprocess, prompts
@@ -56,15 +56,19 @@ class JobRunner:
     def fail(self, job: Conversion, error: Exception) -> None:
         from describer.inference.errors import InferenceError
 
-        if isinstance(error, (InferenceError, NotImplementedError)):
-            message = str(error)
-            log.warning("job %s failed: %s", job.pk, message)
+        if isinstance(error, InferenceError):
+            log.warning("job %s failed: %s", job.pk, error)
         else:
             log.exception("job %s failed", job.pk)
-            message = _("The conversion failed because of an internal error (%(kind)s: %(error)s).") % {
-                "kind": type(error).__name__,
-                "error": str(error)[:300],
-            }
+        # The message is written in the language the user made the job in.
+        with translation.override(job.interface_language or None):
+            if isinstance(error, InferenceError):
+                message = str(error)
+            else:
+                message = _("The conversion failed because of an internal error (%(kind)s: %(error)s).") % {
+                    "kind": type(error).__name__,
+                    "error": str(error)[:300],
+                }
         jobs.fail_job(job, message)
 
     def run_batch(self, batch: list[Conversion]) -> None:

@@ -14,6 +14,7 @@ from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import transaction
 from django.db.models import F, Max
+from django.utils import translation
 from django.utils.translation import gettext as _
 
 from describer.images import NormalisedImage, thumbnail_from_bytes
@@ -42,6 +43,7 @@ def conversion_create_from_image(
     *, owner, image: NormalisedImage, original_filename: str, language: str = ""
 ) -> Conversion:
     conversion = Conversion(
+        interface_language=translation.get_language() or "",
         owner=owner,
         kind=Conversion.Kind.DIAGRAM_TO_TEXT,
         language=language,
@@ -69,6 +71,7 @@ def conversion_create_from_text(*, owner, text: str, source: Conversion | None =
     first_line = text.strip().splitlines()[0] if text.strip() else ""
     with transaction.atomic():
         conversion = Conversion.objects.create(
+            interface_language=translation.get_language() or "",
             owner=owner,
             kind=Conversion.Kind.TEXT_TO_DIAGRAM,
             input_text=text,

@@ -125,3 +125,28 @@ def test_a_finished_job_keeps_the_raw_text_and_counts_every_token(runner, make_c
     assert job.tokens_generated == 48
     assert job.output_structure["steps"]
     assert job.timings["tokens"] == 48
+
+
+def test_a_failure_is_written_in_the_language_the_user_made_the_job_in(runner, tiny_runtime, make_conversion, monkeypatch):
+    make_conversion(interface_language="ru")
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(tiny_runtime.model, "generate", out_of_memory)
+    job = run_next(runner)
+
+    assert job.status == Conversion.Status.FAILED
+    assert "не хватило памяти" in job.error_message
+
+
+def test_an_upload_remembers_the_interface_language(client, user):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    client.force_login(user)
+    client.post(
+        "/upload/",
+        {"image": SimpleUploadedFile("d.png", diagram_png(), "image/png")},
+        headers={"Accept-Language": "ru"},
+    )
+    assert Conversion.objects.get().interface_language == "ru"

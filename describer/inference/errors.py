@@ -1,18 +1,28 @@
 """Errors the inference layer raises, with messages a user or operator can act on.
 
 This module imports nothing heavy: the web process catches these names too.
+Messages are lazy: `str(error)` renders them in the active language, so the
+worker can write each job's error in the language its user works in.
 """
 
 from __future__ import annotations
+
+from django.utils.translation import gettext_lazy as _
 
 
 class InferenceError(Exception):
     """Base class: ``str(error)`` is a complete, user-readable sentence."""
 
-    default_message = "The describer model failed."
+    default_message = _("The describer model failed.")
 
-    def __init__(self, message: str | None = None) -> None:
-        super().__init__(message or self.default_message)
+    def __init__(self, message: str | None = None, **params) -> None:
+        self.template = message or self.default_message
+        self.params = params
+        super().__init__(self.template)
+
+    def __str__(self) -> str:
+        text = str(self.template)
+        return text % self.params if self.params else text
 
     @property
     def message(self) -> str:
@@ -22,21 +32,24 @@ class InferenceError(Exception):
 class ModelUnavailable(InferenceError):
     """The model path or hub id is missing or cannot be loaded."""
 
-    default_message = "The model could not be loaded."
+    default_message = _("The model could not be loaded.")
 
     @classmethod
     def for_source(cls, source: str, reason: str, *, setting: str = "DESCRIBER_MODEL") -> ModelUnavailable:
-        reason = reason.rstrip(". ")
         return cls(
-            f"Could not load the model from {source!r}: {reason}. "
-            f"Set {setting} to a Hugging Face model id or a local model directory (a first start needs "
-            "network access to download it), or use DESCRIBER_MODEL=tiny / `python manage.py make_tiny_models` "
-            "for tiny test models."
+            _(
+                "Could not load the model from %(source)r: %(reason)s. Set %(setting)s to a Hugging Face model id "
+                "or a local model directory (a first start needs network access to download it), or use "
+                "DESCRIBER_MODEL=tiny / `python manage.py make_tiny_models` for tiny test models."
+            ),
+            source=source,
+            reason=reason.rstrip(". "),
+            setting=setting,
         )
 
 
 class OutOfMemory(InferenceError):
-    default_message = (
+    default_message = _(
         "The GPU ran out of memory while describing this image; "
         "try a smaller image or lower DESCRIBER_BATCH_SIZE / raise MODEL_MAX_VRAM."
     )
@@ -47,10 +60,13 @@ class GenerationTimeout(InferenceError):
 
     def __init__(self, limit_s: float | None = None, message: str | None = None) -> None:
         self.limit_s = limit_s
-        if message is None:
-            limit = f" of {limit_s:.3g} seconds" if limit_s is not None else ""
-            message = (
-                f"Generation stopped at the time limit{limit} (DESCRIBER_TIME_LIMIT_S); "
+        if message is not None:
+            super().__init__(message)
+            return
+        super().__init__(
+            _(
+                "Generation stopped at the time limit (%(limit)s s, DESCRIBER_TIME_LIMIT_S); "
                 "try a smaller image, or ask the administrator to raise the limit."
-            )
-        super().__init__(message)
+            ),
+            limit=f"{limit_s:.3g}" if limit_s is not None else "?",
+        )

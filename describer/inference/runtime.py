@@ -479,7 +479,9 @@ def _drain(streamer: _CountingStreamer, thread: threading.Thread) -> Iterator[St
             counted = total
 
 
-def _fast_decoder(model: PreTrainedModel, *, cuda_graphs: bool) -> FastDecoder | None:
+def _fast_decoder(model: PreTrainedModel | None, *, cuda_graphs: bool) -> FastDecoder | None:
+    if model is None:  # an embedder-only runtime (benchmarks)
+        return None
     reason = unsupported_reason(model)
     if reason is not None:
         logger.warning("Fast decoding is off: %s. Generation uses transformers' generate, one request at a time.", reason)
