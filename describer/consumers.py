@@ -83,7 +83,7 @@ class ConversionProgressConsumer(AsyncWebsocketConsumer):
         return Conversion.objects.filter(pk=self.conversion_id, owner=user).first()
 
     async def send_live(self, conversion: Conversion, **progress) -> None:
-        await self.send(text_data=await self.render("describer/_live_update.html", conversion=conversion, **progress))
+        await self.send(text_data=await self.render("describer/_live.html", conversion=conversion, **progress))
 
     async def send_result(self, conversion: Conversion) -> None:
         await self.send(text_data=await self.render("describer/_result_update.html", conversion=conversion))

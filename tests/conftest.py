@@ -28,6 +28,17 @@ PASSWORD = "correct horse battery staple"
 
 
 @pytest.fixture(autouse=True)
+def default_language():
+    """A request in another language leaves it active in the thread (LocaleMiddleware
+    never deactivates); start every test in the default language."""
+    from django.utils import translation
+
+    translation.activate(settings.LANGUAGE_CODE)
+    yield
+    translation.deactivate()
+
+
+@pytest.fixture(autouse=True)
 def media_root(tmp_path, settings):
     settings.MEDIA_ROOT = tmp_path / "media"
     return settings.MEDIA_ROOT
@@ -127,3 +138,24 @@ def quick_generation(settings):
     settings.DESCRIBER_MAX_NEW_TOKENS = 48
     settings.DESCRIBER_STREAM_INTERVAL_MS = 5
     return settings
+
+
+@pytest.fixture
+def runner(tiny_runtime, quick_generation):
+    """The worker's job runner in-process, on the tiny models."""
+    from describer.pipeline import JobRunner
+    from describer.progress import Broadcaster
+
+    broadcaster = Broadcaster()
+    yield JobRunner(tiny_runtime, broadcaster)
+    broadcaster.close()
+
+
+def run_next(runner):
+    """Claim the oldest queued job and run it to its end, as the worker would."""
+    from describer.jobs import claim_jobs
+
+    [job] = claim_jobs("test")
+    runner.run(job)
+    job.refresh_from_db()
+    return job

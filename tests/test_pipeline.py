@@ -10,27 +10,10 @@ import torch
 from django.core.files.base import ContentFile
 from PIL import Image
 
-from describer.jobs import claim_jobs
 from describer.models import Conversion, Example
-from describer.pipeline import JobRunner
-from describer.progress import Broadcaster
-from tests.conftest import diagram_png
+from tests.conftest import diagram_png, run_next
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def runner(tiny_runtime, quick_generation):
-    broadcaster = Broadcaster()
-    yield JobRunner(tiny_runtime, broadcaster)
-    broadcaster.close()
-
-
-def run_next(runner) -> Conversion:
-    [job] = claim_jobs("test")
-    runner.run(job)
-    job.refresh_from_db()
-    return job
 
 
 def make_example(runtime, name: str, text: str) -> Example:

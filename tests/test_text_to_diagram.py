@@ -18,12 +18,10 @@ from django.urls import reverse
 from PIL import Image
 
 from describer import prompts, services
-from describer.jobs import claim_jobs
 from describer.mermaid import extract_mermaid
 from describer.models import Conversion, Example, MermaidVersion
-from describer.pipeline import JobRunner
-from describer.progress import Broadcaster, group_name
-from tests.conftest import diagram_png
+from describer.progress import group_name
+from tests.conftest import diagram_png, run_next
 
 pytestmark = pytest.mark.django_db
 
@@ -31,20 +29,6 @@ TEXT = Conversion.Kind.TEXT_TO_DIAGRAM
 GOOD = 'flowchart TD\n    A(["Заявка получена"]) --> B{"Одобрена?"}\n    B -->|"Да"| C(["Готово"])'
 BROKEN = 'flowchart TD\n    A["Start"] --> B{"Ok?"\n    B --> C'
 PARSER_ERROR = "Parse error on line 3:\n...Expecting 'DIAMOND_STOP', got 'NODE_STRING'"
-
-
-@pytest.fixture
-def runner(tiny_runtime, quick_generation):
-    broadcaster = Broadcaster()
-    yield JobRunner(tiny_runtime, broadcaster)
-    broadcaster.close()
-
-
-def run_next(runner) -> Conversion:
-    [job] = claim_jobs("test")
-    runner.run(job)
-    job.refresh_from_db()
-    return job
 
 
 @pytest.fixture
