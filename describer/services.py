@@ -15,6 +15,7 @@ from django.core.files.base import ContentFile
 from django.db import transaction
 from django.db.models import F, Max
 from django.utils import translation
+from django.utils.text import Truncator
 from django.utils.translation import gettext as _
 
 from describer.images import NormalisedImage, thumbnail_from_bytes
@@ -75,7 +76,7 @@ def conversion_create_from_text(*, owner, text: str, source: Conversion | None =
             owner=owner,
             kind=Conversion.Kind.TEXT_TO_DIAGRAM,
             input_text=text,
-            title=first_line.lstrip("# ").strip()[:200],
+            title=Truncator(first_line.lstrip("# ").strip()).chars(80),
             source=source,
         )
         transaction.on_commit(wake_worker)
