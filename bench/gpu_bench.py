@@ -31,6 +31,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import _without_django  # noqa: E402, F401 - before describer.inference
 
 import torch  # noqa: E402
 from PIL import Image, ImageDraw, ImageFont  # noqa: E402
@@ -39,7 +42,7 @@ from describer import prompts  # noqa: E402
 from describer.inference.errors import InferenceError  # noqa: E402
 from describer.inference.fast_decode import RowLimits  # noqa: E402
 from describer.inference.loading import DEFAULT_MAX_IMAGE_PIXELS  # noqa: E402
-from describer.inference.runtime import DescriberRuntime, GenerationRequest, StreamChunk  # noqa: E402
+from describer.inference.runtime import DescriberRuntime, GenerationRequest  # noqa: E402
 from describer.inference.tiny import build_random_clip_vit_b32, build_random_qwen2_5_vl_3b  # noqa: E402
 
 GIB = 2**30

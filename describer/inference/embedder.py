@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from PIL import Image
 
-from describer.inference.loading import load_clip, resolve_model_sources
+from describer.inference.loading import load_clip, resolve_model_sources, unit_vector
 from describer.inference.tiny import is_tiny_model
 
 if TYPE_CHECKING:
@@ -38,4 +38,4 @@ class ClipEmbedder:
         vectors = self.clip.encode(
             [image.convert("RGB")], normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
         )
-        return [float(value) for value in vectors[0]]
+        return unit_vector(vectors[0])

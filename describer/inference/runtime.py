@@ -28,6 +28,7 @@ from describer.inference.loading import (
     load_vlm,
     resolve_model_sources,
     short_reason,
+    unit_vector,
 )
 from describer.inference.tiny import is_tiny_model
 
@@ -191,7 +192,7 @@ class DescriberRuntime:
             vectors = self.clip.encode(
                 [item], normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
             )
-        return [float(value) for value in vectors[0]]
+        return unit_vector(vectors[0])
 
     # --- Generation --------------------------------------------------------------------------
 

@@ -320,12 +320,12 @@ def _save_hf_clip(target: Path, text_sizes: dict, vision_sizes: dict, image_proc
     tokenizer = _tiny_clip_tokenizer()
     config = CLIPConfig(
         text_config={
-            **text_sizes,
             "vocab_size": len(tokenizer),
             "max_position_embeddings": 77,
             "bos_token_id": tokenizer.bos_token_id,
             "eos_token_id": tokenizer.eos_token_id,
             "pad_token_id": tokenizer.pad_token_id,
+            **text_sizes,
         },
         vision_config=vision_sizes,
         # Same width as clip-ViT-B-32, so embeddings fit the same vector(512) column.
@@ -449,7 +449,13 @@ def build_random_clip_vit_b32(directory: Path) -> Path:
         torch.manual_seed(SEED)
         _save_sentence_transformers_clip(
             directory,
-            text_sizes={"hidden_size": 512, "intermediate_size": 2048, "num_hidden_layers": 12, "num_attention_heads": 8},
+            text_sizes={
+                "vocab_size": 49408,  # the real tokenizer's; the tiny one uses the first few hundred ids
+                "hidden_size": 512,
+                "intermediate_size": 2048,
+                "num_hidden_layers": 12,
+                "num_attention_heads": 8,
+            },
             vision_sizes={
                 "hidden_size": 768,
                 "intermediate_size": 3072,
