@@ -172,9 +172,16 @@ def bench_history(conversions: int, connections: int, seconds: int, threads: int
         check_logged_in(url, cookie, get_user_model().objects.get(pk=user.pk))
         print(f"history of {conversions} conversions ({settings.HISTORY_PAGE_SIZE} a page), daphne, "
               f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.2f} before the runs")
-        for label, clients in (("1 client", 1), (f"{connections} clients", connections)):
-            output = run_wrk(url, cookie, clients, seconds, threads)
-            print(f"  {label:11s} {summarise_wrk(output)}")
+        runs = (
+            ("1 client", url, 1, 0),
+            (f"{connections} clients, closed loop", url, connections, 0),
+            (f"{connections} clients, 1 request/s each", url, connections, 1000),
+            # The server's own ceiling: a static file through daphne and WhiteNoise, no view at all.
+            (f"static file, {connections} clients, closed loop", f"{url}static/css/site.css", connections, 0),
+        )
+        for label, target, clients, think_ms in runs:
+            output = run_wrk(target, cookie, clients, seconds, threads, think_ms)
+            print(f"  {label:42s} {summarise_wrk(output)}")
     finally:
         server.terminate()
         try:
@@ -240,11 +247,18 @@ def check_logged_in(url: str, cookie: str, user) -> None:
         sys.exit(f"the history page did not show {user}'s conversions (status {response.status}).")
 
 
-def run_wrk(url: str, cookie: str, connections: int, seconds: int, threads: int) -> str:
+def run_wrk(url: str, cookie: str, connections: int, seconds: int, threads: int, think_ms: int = 0) -> str:
+    """wrk's latency figures; with `think_ms`, each connection waits that long between requests
+    (a person reading the page), through wrk's Lua `delay()` hook."""
     # A 10 s timeout: wrk's default (2 s) drops slower answers from the latency figures.
     command = ["wrk", f"-t{min(threads, connections)}", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "--latency",
-               "-H", f"Cookie: {cookie}", url]
-    return subprocess.run(command, capture_output=True, text=True, check=True).stdout
+               "-H", f"Cookie: {cookie}"]
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
+        if think_ms:
+            script.write(f"function delay() return {think_ms} end\n")
+            script.flush()
+            command += ["-s", script.name]
+        return subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
 
 
 def summarise_wrk(output: str) -> str:

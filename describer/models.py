@@ -7,6 +7,7 @@ message to the worker is only a wake-up (see describer/jobs.py).
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from datetime import timedelta
 
@@ -41,6 +42,15 @@ class ConversionQuerySet(models.QuerySet):
             | Q(output_mermaid__icontains=text)
             | Q(original_filename__icontains=text)
         )
+
+    def history_version(self) -> str:
+        """A summary that changes whenever a conversion is added, deleted or changes status."""
+        summary = self.aggregate(
+            count=models.Count("id"),
+            latest=models.Max("created_at"),
+            **{status: models.Count("id", filter=Q(status=status)) for status in Conversion.Status.values},
+        )
+        return hashlib.sha256(repr(sorted(summary.items())).encode()).hexdigest()[:16]
 
     def queued(self) -> ConversionQuerySet:
         return self.filter(status=Conversion.Status.QUEUED)

@@ -6,15 +6,21 @@ id is a 404 by construction.
 
 from __future__ import annotations
 
+import hashlib
+
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_not_required
+from django.core.cache import cache
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template.loader import render_to_string
 from django.urls import reverse
+from django.utils import translation
+from django.utils.safestring import mark_safe
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods, require_POST
 from django.views.decorators.vary import vary_on_headers
@@ -44,15 +50,39 @@ def _wants_fragment(request: HttpRequest) -> bool:
 @vary_on_headers("HX-Request")  # the page and its fragment share a URL; caches must keep them apart
 def history(request: HttpRequest) -> HttpResponse:
     filters = HistoryFilterForm(request.GET)
-    # source and derived: the round-trip links of each row ("drawn from …", "drawn as …").
-    mine = Conversion.objects.owned_by(request.user).select_related("source").prefetch_related("derived")
-    conversions = filters.filter(mine)
-    page = Paginator(conversions, settings.HISTORY_PAGE_SIZE).get_page(request.GET.get("page"))
-    query = request.GET.copy()
-    query.pop("page", None)
-    context = {"filters": filters, "page": page, "query": query.urlencode()}
-    template = "describer/_history_results.html" if _wants_fragment(request) else "describer/history.html"
-    return render(request, template, context)
+    results = _history_results(request, filters)
+    if _wants_fragment(request):
+        return HttpResponse(results)
+    return render(request, "describer/history.html", {"filters": filters, "results": results})
+
+
+HISTORY_CACHE_SECONDS = 600
+
+
+def _history_results(request: HttpRequest, filters: HistoryFilterForm) -> str:
+    """The rendered results, cached until one of the user's conversions changes state.
+
+    Rendering the rows is most of the page's cost; the key holds a summary of the user's
+    conversions (one aggregate query), so any new, deleted or changed conversion misses."""
+    mine = Conversion.objects.owned_by(request.user)
+    key = "history:%s:%s:%s:%s" % (
+        request.user.pk,
+        translation.get_language(),
+        hashlib.sha256(request.GET.urlencode().encode()).hexdigest()[:16],
+        mine.history_version(),
+    )
+    results = cache.get(key)
+    if results is None:
+        # source and derived: the round-trip links of each row ("drawn from …", "drawn as …").
+        conversions = filters.filter(mine.select_related("source").prefetch_related("derived"))
+        page = Paginator(conversions, settings.HISTORY_PAGE_SIZE).get_page(request.GET.get("page"))
+        query = request.GET.copy()
+        query.pop("page", None)
+        context = {"page": page, "query": query.urlencode()}
+        results = render_to_string("describer/_history_results.html", context, request)
+        cache.set(key, results, HISTORY_CACHE_SECONDS)
+    # Our own template's output (autoescaped when rendered), not user or model text.
+    return mark_safe(results)  # noqa: S308
 
 
 @require_http_methods(["GET", "POST"])

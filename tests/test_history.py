@@ -229,3 +229,24 @@ def test_the_detail_page_of_a_text_conversion_shows_the_text(alice, make_convers
     html = alice.get(conversion.get_absolute_url()).content.decode()
 
     assert "Receive the order, then ship it." in html
+
+
+def test_the_cached_history_shows_a_status_change_made_by_the_worker(alice, make_conversion):
+    conversion = make_conversion(title="Cached row")
+    assert "Queued" in alice.get("/").content.decode()
+
+    # The worker changes status with QuerySet.update(): no signals, no save().
+    Conversion.objects.filter(pk=conversion.pk).update(status=Conversion.Status.DONE)
+
+    page = alice.get("/").content.decode()
+    assert "Done" in page and "badge queued" not in page
+
+
+def test_the_cached_history_shows_new_and_deleted_conversions(alice, make_conversion):
+    first = make_conversion(title="First row")
+    assert "First row" in alice.get("/").content.decode()
+    make_conversion(title="Second row")
+    first.delete()
+
+    page = alice.get("/").content.decode()
+    assert "Second row" in page and "First row" not in page
