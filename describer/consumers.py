@@ -26,6 +26,7 @@ QUEUE_REFRESH_SECONDS = 2
 
 class ConversionProgressConsumer(AsyncWebsocketConsumer):
     conversion_id = None
+    conversion: Conversion | None = None
     queue_task: asyncio.Task | None = None
 
     async def connect(self) -> None:
@@ -40,6 +41,7 @@ class ConversionProgressConsumer(AsyncWebsocketConsumer):
         if conversion is None:
             await self.close(code=CLOSE_NOT_FOUND)
             return
+        self.conversion = conversion  # ownership is checked once; progress events carry the rest
         await self.channel_layer.group_add(group_name(self.conversion_id), self.channel_name)
         if conversion.is_finished:
             await self.send_result(conversion)
@@ -59,10 +61,11 @@ class ConversionProgressConsumer(AsyncWebsocketConsumer):
         if self.queue_task:
             self.queue_task.cancel()
             self.queue_task = None
-        conversion = await self.load(self.scope["user"])
-        if conversion is not None:
-            await self.send_live(conversion, stage=event["stage"], text=event["text"],
-                                 tokens=event["tokens"], elapsed=event["elapsed"])
+        # Up to ten events a second per viewer: render from the event, not from a fresh query.
+        self.conversion.status = Conversion.Status.RUNNING
+        self.conversion.stage = event["stage"]
+        await self.send_live(self.conversion, stage=event["stage"], text=event["text"],
+                             tokens=event["tokens"], elapsed=event["elapsed"])
 
     async def conversion_finished(self, event: dict) -> None:
         conversion = await self.load(self.scope["user"])

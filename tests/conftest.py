@@ -122,6 +122,31 @@ def tiny_models_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_paths(tiny_models_dir):
+    from describer.inference.tiny import tiny_model_paths
+
+    return tiny_model_paths(tiny_models_dir)
+
+
+# Small images keep the runtime-level tests fast on the CPU.
+SMALL_IMAGE_PIXELS = 256 * 28 * 28
+
+
+@pytest.fixture(scope="session")
+def small_image_runtime(tiny_paths):
+    """The runtime assembled from the production loaders' parts, with small images."""
+    from describer.inference.loading import load_clip, load_vlm
+    from describer.inference.runtime import DescriberRuntime
+
+    model, processor = load_vlm(
+        str(tiny_paths.vlm), max_vram="7GiB", max_ram="16GiB", quantization="nf4", cache_dir="",
+        max_pixels=SMALL_IMAGE_PIXELS,
+    )
+    clip = load_clip(str(tiny_paths.clip), cache_dir="")
+    return DescriberRuntime(model=model, processor=processor, clip=clip, model_name="tiny", is_tiny=True)
+
+
+@pytest.fixture(scope="session")
 def tiny_runtime(tiny_models_dir):
     """The real runtime, loaded through the production code from the tiny models' paths."""
     from describer.inference.runtime import DescriberRuntime

@@ -16,26 +16,13 @@ import torch
 from PIL import Image, ImageDraw
 
 from describer.inference.errors import GenerationTimeout, OutOfMemory
-from describer.inference.loading import load_clip, load_vlm
 from describer.inference.runtime import DescriberRuntime, GenerationRequest
-from describer.inference.tiny import TinyModelPaths, build_tiny_models
-
-MAX_PIXELS = 256 * 28 * 28
 
 
-@pytest.fixture(scope="module")
-def tiny_paths(tmp_path_factory) -> TinyModelPaths:
-    return build_tiny_models(tmp_path_factory.mktemp("batching-tiny"))
-
-
-@pytest.fixture(scope="module")
-def runtime(tiny_paths) -> DescriberRuntime:
-    model, processor = load_vlm(
-        str(tiny_paths.vlm), max_vram="7GiB", max_ram="16GiB", quantization="nf4", cache_dir="", max_pixels=MAX_PIXELS
-    )
-    assert model.dtype == torch.float32
-    clip = load_clip(str(tiny_paths.clip), cache_dir="")
-    return DescriberRuntime(model=model, processor=processor, clip=clip, model_name="tiny", is_tiny=True)
+@pytest.fixture
+def runtime(small_image_runtime) -> DescriberRuntime:
+    assert small_image_runtime.model.dtype == torch.float32
+    return small_image_runtime
 
 
 def diagram(label: str, size: tuple[int, int] = (640, 400)) -> Image.Image:

@@ -21,24 +21,16 @@ from PIL import Image, ImageDraw
 from describer.inference.errors import GenerationTimeout, InferenceError, ModelUnavailable, OutOfMemory
 from describer.inference.loading import load_clip, load_vlm, resolve_model_sources
 from describer.inference.runtime import DescriberRuntime, GenerationRequest
-from describer.inference.tiny import TinyModelPaths, build_tiny_models, ensure_tiny_models, is_tiny_model
+from describer.inference.tiny import build_tiny_models, ensure_tiny_models, is_tiny_model
+from tests.conftest import SMALL_IMAGE_PIXELS
 
-MAX_PIXELS = 256 * 28 * 28
+MAX_PIXELS = SMALL_IMAGE_PIXELS
 RUSSIAN = "Опиши диаграмму: блок «Старт» → узел «Проверка», затем ёлка и Съешь ещё булок!"
 
 
-@pytest.fixture(scope="session")
-def tiny_paths(tmp_path_factory) -> TinyModelPaths:
-    return build_tiny_models(tmp_path_factory.mktemp("inference-tiny"))
-
-
-@pytest.fixture(scope="session")
-def runtime(tiny_paths) -> DescriberRuntime:
-    model, processor = load_vlm(
-        str(tiny_paths.vlm), max_vram="7GiB", max_ram="16GiB", quantization="nf4", cache_dir="", max_pixels=MAX_PIXELS
-    )
-    clip = load_clip(str(tiny_paths.clip), cache_dir="")
-    return DescriberRuntime(model=model, processor=processor, clip=clip, model_name="tiny", is_tiny=True)
+@pytest.fixture
+def runtime(small_image_runtime) -> DescriberRuntime:
+    return small_image_runtime
 
 
 def diagram(label: str = "Start", size: tuple[int, int] = (640, 400)) -> Image.Image:
