@@ -5,7 +5,7 @@ history page answers under load. They print figures; they are not tests.
     python bench/cpu_bench.py history [--conversions 200] [--connections 50] [--seconds 20]
 
 Both use their own database (POSTGRES_DB, default ``diagramsite_bench``; created and migrated if
-missing) and the project's code: ``load_for_model`` + ``JobRunner.retrieve`` (CLIP embedding,
+missing) and the project's code: ``load_for_model`` + ``describing.retrieve`` (CLIP embedding,
 ``Example.objects.nearest``, saving the examples used) with clip-ViT-B-32's architecture and random
 weights; daphne serving the app and wrk as the load, logged in with a real session cookie.
 """
@@ -68,7 +68,7 @@ def bench_retrieval(examples: int, runs: int, float32: bool = False) -> None:
     from describer.inference.runtime import DescriberRuntime
     from describer.inference.tiny import build_random_clip_vit_b32
     from describer.models import Conversion, Example
-    from describer.pipeline import JobRunner
+    from describer.describing import retrieve
 
     clip_dir = MODELS_DIR / "clip_vit_b32_random"
     if not (clip_dir / "modules.json").exists():
@@ -78,7 +78,6 @@ def bench_retrieval(examples: int, runs: int, float32: bool = False) -> None:
         clip.to(torch.float32)  # for comparison: what load_clip does on CPUs without native bf16
     parameters = sum(p.numel() for p in clip.parameters())
     runtime = DescriberRuntime(model=None, processor=None, clip=clip, model_name="bench")
-    runner = JobRunner(runtime, broadcaster=None)
 
     seed_examples(examples)
     user, _ = get_user_model().objects.get_or_create(username="bench-retrieval")
@@ -98,7 +97,7 @@ def bench_retrieval(examples: int, runs: int, float32: bool = False) -> None:
             started = time.perf_counter()
             loaded = load_for_model(path, settings.DESCRIBER_MAX_PIXELS)
             preprocessed = time.perf_counter()
-            runner.retrieve(job, loaded)  # embedding + nearest + saving the examples used
+            retrieve(runtime, job, loaded)  # embedding + nearest + saving the examples used
             finished = time.perf_counter()
             embedding = runtime.embed_image(loaded)
             embedded = time.perf_counter()
@@ -116,7 +115,7 @@ def bench_retrieval(examples: int, runs: int, float32: bool = False) -> None:
     print(f"examples in the table: {Example.objects.embedded().count()}; median of {runs} runs, 1600x1200 PNG")
     for name, values in timings.items():
         print(f"  {name:14s} {median_ms(values):7.1f} ms   (min {min(values) * 1000:.1f}, max {max(values) * 1000:.1f})")
-    print(f"added to a job by CLIP embedding + retrieval (JobRunner.retrieve): {median_ms(timings['retrieve'])} ms "
+    print(f"added to a job by CLIP embedding + retrieval (describing.retrieve): {median_ms(timings['retrieve'])} ms "
           f"median (target <= 100 ms); the image preprocessing every job needs anyway (load_for_model): "
           f"{median_ms(timings['preprocessing'])} ms; CLIP weights in {next(clip.parameters()).dtype}")
 

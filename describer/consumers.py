@@ -3,12 +3,20 @@
 Only the conversion's owner is admitted: anyone else is closed with code 4401
 (not logged in) or 4404 (no such conversion of yours). Foreign origins never get
 here: asgi.py wraps the router in AllowedHostsOriginValidator.
+
+While Redis (the channel layer) is unreachable the page gets what PostgreSQL
+knows, with a notice that live updates are paused, and the socket is closed with
+1013 ("try again later"), after which htmx-ext-ws reconnects by itself; each
+reconnect catches up from the database, and the first one after Redis is back
+is live again. A layer failure mid-session closes the same way.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 
+from channels.consumer import AsyncConsumer
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
@@ -16,18 +24,53 @@ from django.template.loader import render_to_string
 from django.utils import translation
 from django.utils.translation.trans_real import parse_accept_lang_header
 
+from describer import worker
+from describer.cache import REDIS_UNAVAILABLE, ThrottledWarning
 from describer.models import Conversion
 from describer.progress import group_name
 
 CLOSE_NOT_LOGGED_IN = 4401
 CLOSE_NOT_FOUND = 4404
+# htmx-ext-ws reconnects after 1006, 1011, 1012 and 1013 only.
+CLOSE_TRY_AGAIN_LATER = 1013
 QUEUE_REFRESH_SECONDS = 2
+# A Redis that accepts no connections or does not answer must not hold a socket open for long.
+LAYER_TIMEOUT_SECONDS = 2
+LAYER_DOWN = (*REDIS_UNAVAILABLE, TimeoutError)
+
+warn_layer_down = ThrottledWarning(
+    logging.getLogger(__name__), "Live updates paused: the channel layer (Redis) is unreachable"
+)
 
 
 class ConversionProgressConsumer(AsyncWebsocketConsumer):
     conversion_id = None
     conversion: Conversion | None = None
     queue_task: asyncio.Task | None = None
+    in_group = False
+    layer_failed = False
+
+    # Channels' __call__ assigns the layer's receive here and awaits it next to the socket's;
+    # a Redis error from it would end the consumer with a traceback. Listen through
+    # `listen_to_layer` instead, which turns that error into one `live.paused` event.
+    @property
+    def channel_receive(self):
+        return self.listen_to_layer
+
+    @channel_receive.setter
+    def channel_receive(self, receive) -> None:
+        self.layer_receive = receive
+
+    async def listen_to_layer(self) -> dict:
+        if not self.layer_failed:
+            try:
+                return await self.layer_receive()
+            except LAYER_DOWN as error:
+                warn_layer_down(error)
+                self.layer_failed = True
+                return {"type": "live.paused"}
+        # Listen no more: the socket is closing, and its disconnect ends the consumer.
+        return await asyncio.get_running_loop().create_future()
 
     async def connect(self) -> None:
         user = self.scope.get("user")
@@ -42,20 +85,51 @@ class ConversionProgressConsumer(AsyncWebsocketConsumer):
             await self.close(code=CLOSE_NOT_FOUND)
             return
         self.conversion = conversion  # ownership is checked once; progress events carry the rest
-        await self.channel_layer.group_add(group_name(self.conversion_id), self.channel_name)
+        self.in_group = await self.join_group()
         if conversion.is_finished:
             await self.send_result(conversion)
             return
+        live = self.in_group and not self.layer_failed
         await self.send_live(conversion, stage=conversion.stage, text=conversion.output_raw,
-                             tokens=conversion.tokens_generated, elapsed=None)
-        if conversion.status == Conversion.Status.QUEUED:
+                             tokens=conversion.tokens_generated, elapsed=None, paused=not live)
+        if not live:
+            await self.close(code=CLOSE_TRY_AGAIN_LATER)
+        elif conversion.status == Conversion.Status.QUEUED:
             self.queue_task = asyncio.create_task(self.watch_queue(user))
 
     async def disconnect(self, code) -> None:
         if self.queue_task:
             self.queue_task.cancel()
-        if self.conversion_id:
-            await self.channel_layer.group_discard(group_name(self.conversion_id), self.channel_name)
+        if self.in_group:
+            await self.leave_group()
+
+    async def join_group(self) -> bool:
+        try:
+            await asyncio.wait_for(
+                self.channel_layer.group_add(group_name(self.conversion_id), self.channel_name),
+                LAYER_TIMEOUT_SECONDS,
+            )
+        except LAYER_DOWN as error:
+            warn_layer_down(error)
+            return False
+        return True
+
+    async def leave_group(self) -> None:
+        try:
+            await asyncio.wait_for(
+                self.channel_layer.group_discard(group_name(self.conversion_id), self.channel_name),
+                LAYER_TIMEOUT_SECONDS,
+            )
+        except LAYER_DOWN as error:
+            warn_layer_down(error)  # a stale membership only costs messages that expire unread
+
+    async def live_paused(self, event: dict) -> None:
+        """The layer failed after connect: close, so that the page says so and reconnects.
+        Before connect there is nothing to do: connect sees `layer_failed` and pauses."""
+        if self.in_group:
+            if self.queue_task:
+                self.queue_task.cancel()
+            await self.close(code=CLOSE_TRY_AGAIN_LATER)
 
     async def conversion_progress(self, event: dict) -> None:
         if self.queue_task:
@@ -108,3 +182,12 @@ class ConversionProgressConsumer(AsyncWebsocketConsumer):
             except LookupError:
                 continue
         return settings.LANGUAGE_CODE
+
+
+class WorkerWakeConsumer(AsyncConsumer):
+    """The GPU worker's channel (runworker describer-gpu): a `jobs.wake` message only wakes the
+    job loop; the job itself is in PostgreSQL, so a lost message delays nothing past a poll."""
+
+    async def jobs_wake(self, message: dict) -> None:
+        if worker.current_loop is not None:
+            worker.current_loop.wake()

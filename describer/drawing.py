@@ -1,70 +1,63 @@
 """Text → diagram in the worker: the model writes a Mermaid flowchart, or repairs one.
 
-Qwen2.5-VL runs as a text-only chat (prompts in describer/prompts.py): the
-system prompt, few-shot turns from the curated examples, then the user's text.
-The answer streams into the page like a description does (JobProgress), then
-describer/mermaid.py extracts the code and it is saved as a new MermaidVersion.
+Qwen2.5-VL runs as a text-only chat (prompts in describer/prompts.py): the system prompt,
+few-shot turns from the curated examples, then the user's text. The answer streams into the
+page like a description does, then describer/mermaid.py extracts the code and it is saved as
+a new MermaidVersion, in the same transaction as the job's finishing write.
 
-A conversion queued with `repair_error` set is a repair: the latest code and the
-parser's message go back to the model, and its answer becomes a version of
-origin "repair". Whether code parses is decided in the browser, by Mermaid's
-own parser (static/js/mermaid-editor.js).
+A conversion queued with `repair_error` set is a repair: the latest code and the parser's
+message go back to the model, and its answer becomes a version of origin "repair". Whether
+code parses is decided in the browser, by Mermaid's own parser (static/js/mermaid-editor.js).
 
-Called by JobRunner.run (describer/pipeline.py); nothing here imports torch at
-module level, so the web process can import this module.
+One of the two job kinds (the other is describer/describing.py); describer/pipeline.py runs
+both the same way. Nothing here imports torch at module level.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from django.conf import settings
-from django.db import transaction
-from django.utils import timezone
 
 from describer import prompts, services
+from describer.describing import record_examples_used
 from describer.mermaid import extract_mermaid
-from describer.models import Conversion, ConversionExample, Example, MermaidVersion
+from describer.models import Conversion, Example, MermaidVersion
 
 if TYPE_CHECKING:
     from describer.inference.runtime import DescriberRuntime
-    from describer.pipeline import JobRunner
     from describer.progress import JobProgress
 
 # CLIP reads 77 tokens: the beginning of a description (its title, its first steps) is the query.
 CLIP_QUERY_CHARS = 500
 
 
-def draw(runner: JobRunner, job: Conversion, progress: JobProgress) -> None:
-    """Run one text → diagram job (a first drawing or a repair) to done."""
-    timings = {"queue_wait_s": round(max((job.started_at - job.created_at).total_seconds(), 0.0), 3)}
-    latest = job.mermaid_versions.first()
-    code_to_repair = latest.code if latest else job.output_mermaid
-    if job.repair_error and code_to_repair:
-        messages = prompts.repair_messages(code_to_repair, job.repair_error)
-        origin = MermaidVersion.Origin.REPAIR
-    else:
+class Draw:
+    kind = Conversion.Kind.TEXT_TO_DIAGRAM
+
+    def prepare(self, runtime: DescriberRuntime, job: Conversion, progress: JobProgress, timings: dict) -> list[dict]:
+        """The chat messages: a repair of the latest code, or a first drawing with few-shot examples."""
+        code_to_repair = self._code_to_repair(job)
+        if job.repair_error and code_to_repair:
+            return prompts.repair_messages(code_to_repair, job.repair_error)
         progress.stage(Conversion.Stage.RETRIEVAL)
         started = time.monotonic()
-        examples = few_shot_examples(runner.runtime, job)
+        examples = few_shot_examples(runtime, job)
         timings["retrieval_s"] = round(time.monotonic() - started, 3)
-        pairs = [(example.description, example.mermaid) for example in examples]
-        messages = prompts.draw_messages(job.input_text, pairs)
-        origin = MermaidVersion.Origin.MODEL
+        return prompts.draw_messages(job.input_text, [(example.description, example.mermaid) for example in examples])
 
-    progress.stage(Conversion.Stage.GENERATION)
-    from describer.inference.runtime import GenerationRequest  # worker only: imports torch
+    def result(self, job: Conversion, text: str) -> tuple[dict, Callable[[], None]]:
+        """The finishing fields, and the new version to add once the finishing write took."""
+        is_repair = bool(job.repair_error and self._code_to_repair(job))
+        origin = MermaidVersion.Origin.REPAIR if is_repair else MermaidVersion.Origin.MODEL
+        code = extract_mermaid(text)
+        return {"repair_error": ""}, lambda: services.mermaid_version_add(job, code=code, origin=origin)
 
-    request = GenerationRequest(
-        messages=messages,
-        max_new_tokens=settings.DESCRIBER_MAX_NEW_TOKENS,
-        min_new_tokens=settings.DESCRIBER_MIN_NEW_TOKENS,
-    )
-    timings.update(runner.generate(request, progress))
-
-    progress.stage(Conversion.Stage.POSTPROCESSING)
-    finish(job, extract_mermaid(progress.text), origin=origin, progress=progress, timings=timings)
+    def _code_to_repair(self, job: Conversion) -> str:
+        latest = job.mermaid_versions.first()
+        return latest.code if latest else job.output_mermaid
 
 
 def few_shot_examples(runtime: DescriberRuntime, job: Conversion) -> list[Example]:
@@ -83,24 +76,5 @@ def few_shot_examples(runtime: DescriberRuntime, job: Conversion) -> list[Exampl
         examples = list(candidates.nearest(embedding, k=settings.RETRIEVAL_K))
     else:
         examples = list(candidates.order_by("name", "id")[: settings.RETRIEVAL_K])
-    ConversionExample.objects.filter(conversion=job).delete()
-    ConversionExample.objects.bulk_create(
-        # Similarity 0 marks an example picked without an embedding.
-        ConversionExample(conversion=job, example=example, similarity=1 - getattr(example, "distance", 1), rank=rank)
-        for rank, example in enumerate(examples, 1)
-    )
+    record_examples_used(job, examples)
     return examples
-
-
-def finish(job: Conversion, code: str, *, origin: str, progress: JobProgress, timings: dict) -> None:
-    with transaction.atomic():
-        services.mermaid_version_add(job, code=code, origin=origin)
-        Conversion.objects.filter(pk=job.pk).update(
-            status=Conversion.Status.DONE,
-            stage=Conversion.Stage.FINISHED,
-            output_raw=progress.text,
-            repair_error="",
-            tokens_generated=progress.tokens,
-            timings=timings,
-            finished_at=timezone.now(),
-        )

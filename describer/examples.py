@@ -444,10 +444,8 @@ def embed_pending_examples(
     leaves the examples pending: the next round, or a fixed worker, tries again.
     """
     from describer.inference.errors import InferenceError
-    from describer.worker import UnavailableRuntime  # the worker module imports no torch
-
     result = EmbedResult()
-    if isinstance(runtime, UnavailableRuntime):  # every job already fails with the reason
+    if not getattr(runtime, "available", True):  # no models: every job already fails with the reason
         return result
     model_name = embedding_model_name(runtime)
     pending = Example.objects.needs_embedding(model_name).order_by("pk").only("pk", "name", "image")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
@@ -25,6 +26,11 @@ from pgvector.django import CosineDistance, HnswIndex, VectorField
 from describer.storage import random_upload_path
 
 EMBEDDING_DIMENSIONS = 512
+
+
+def stale_cutoff():
+    """Heartbeats older than this belong to a worker that is gone."""
+    return timezone.now() - timedelta(seconds=settings.DESCRIBER_STALE_AFTER_S)
 
 
 class ConversionQuerySet(models.QuerySet):
@@ -56,8 +62,24 @@ class ConversionQuerySet(models.QuerySet):
         return self.filter(status=Conversion.Status.QUEUED)
 
     def stale_running(self) -> ConversionQuerySet:
-        cutoff = timezone.now() - timedelta(seconds=settings.DESCRIBER_STALE_AFTER_S)
-        return self.filter(status=Conversion.Status.RUNNING, heartbeat_at__lt=cutoff)
+        return self.filter(status=Conversion.Status.RUNNING, heartbeat_at__lt=stale_cutoff())
+
+    def held_by(self, worker_name: str) -> ConversionQuerySet:
+        return self.filter(status=Conversion.Status.RUNNING, worker=worker_name)
+
+    def typical_run_seconds(self, kind: str, recent: int = 20) -> float | None:
+        """Median seconds from start to finish of the last `recent` jobs of this kind done."""
+        spans = [
+            (finished - started).total_seconds()
+            for started, finished in self.filter(kind=kind, status=Conversion.Status.DONE, started_at__isnull=False)
+            .order_by("-finished_at")
+            .values_list("started_at", "finished_at")[:recent]
+            if finished and finished >= started
+        ]
+        if not spans:
+            return None
+        spans.sort()
+        return spans[len(spans) // 2]
 
 
 class Conversion(models.Model):
@@ -72,6 +94,7 @@ class Conversion(models.Model):
         RUNNING = "running", _("Running")
         DONE = "done", _("Done")
         FAILED = "failed", _("Failed")
+        CANCELLED = "cancelled", _("Cancelled")
 
     class Stage(models.TextChoices):
         QUEUED = "queued", _("Waiting in the queue")
@@ -128,6 +151,8 @@ class Conversion(models.Model):
     )
 
     created_at = models.DateTimeField(default=timezone.now, db_index=True, verbose_name=_("created"))
+    # Claimed: a worker holds the job (it may wait in a batch); started: it runs on the model.
+    claimed_at = models.DateTimeField(null=True, blank=True, verbose_name=_("claimed"))
     started_at = models.DateTimeField(null=True, blank=True, verbose_name=_("started"))
     finished_at = models.DateTimeField(null=True, blank=True, verbose_name=_("finished"))
     heartbeat_at = models.DateTimeField(null=True, blank=True, verbose_name=_("last heartbeat"))
@@ -148,9 +173,26 @@ class Conversion(models.Model):
     def __str__(self) -> str:
         return self.title or self.original_filename or str(self.id)
 
+    FINAL_STATUSES = (Status.DONE, Status.FAILED, Status.CANCELLED)
+
     @property
     def is_finished(self) -> bool:
-        return self.status in (self.Status.DONE, self.Status.FAILED)
+        return self.status in self.FINAL_STATUSES
+
+    @property
+    def can_cancel(self) -> bool:
+        return self.status in (self.Status.QUEUED, self.Status.RUNNING)
+
+    @property
+    def attempt_number(self) -> int:
+        """The attempt running now, or the one that comes next while it waits."""
+        running_on_model = self.status == self.Status.RUNNING and self.started_at is not None
+        return self.attempts if running_on_model else self.attempts + 1
+
+    @property
+    def is_restarted(self) -> bool:
+        """Waiting or running again after a worker died while it ran."""
+        return not self.is_finished and self.attempt_number >= 2
 
     def get_absolute_url(self) -> str:
         return reverse("detail", args=[self.id])
@@ -171,6 +213,60 @@ class Conversion(models.Model):
             return None
         ahead = Conversion.objects.queued().filter(created_at__lt=self.created_at).count()
         return ahead + 1
+
+    def queue_estimate(self) -> QueueEstimate:
+        """Where the job stands while it waits: workers online, position, estimated wait."""
+        workers = list(Worker.objects.online())
+        position = self.queue_position()
+        if not workers or position is None:
+            return QueueEstimate(workers=len(workers), position=position, wait_s=None)
+        typical = Conversion.objects.typical_run_seconds(self.kind)
+        if typical is None:
+            return QueueEstimate(workers=len(workers), position=position, wait_s=None)
+        capacity = sum(max(worker.batch_size, 1) for worker in workers)
+        # Jobs ahead run in rounds of `capacity`; this one ends its own round.
+        rounds = -(-position // capacity)
+        return QueueEstimate(workers=len(workers), position=position, wait_s=round(rounds * typical))
+
+
+@dataclass(frozen=True)
+class QueueEstimate:
+    workers: int  # online now
+    position: int | None
+    wait_s: int | None  # None: no worker online, or no finished job to judge by yet
+
+
+class WorkerQuerySet(models.QuerySet):
+    def online(self) -> WorkerQuerySet:
+        return self.filter(last_seen_at__gte=stale_cutoff())
+
+
+class Worker(models.Model):
+    """A running worker process, as it last reported itself (its heartbeat)."""
+
+    name = models.CharField(max_length=100, unique=True, verbose_name=_("name"))
+    host = models.CharField(max_length=100, verbose_name=_("host"))
+    pid = models.PositiveIntegerField(verbose_name=_("process id"))
+    model_name = models.CharField(max_length=300, blank=True, verbose_name=_("model"))
+    device = models.CharField(max_length=50, blank=True, verbose_name=_("device"))
+    batch_size = models.PositiveSmallIntegerField(default=1, verbose_name=_("batch size"))
+    jobs_in_hand = models.PositiveSmallIntegerField(default=0, verbose_name=_("jobs in hand"))
+    started_at = models.DateTimeField(default=timezone.now, verbose_name=_("started"))
+    last_seen_at = models.DateTimeField(default=timezone.now, db_index=True, verbose_name=_("last seen"))
+
+    objects = WorkerQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("worker")
+        verbose_name_plural = _("workers")
+        ordering = ["-last_seen_at"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_online(self) -> bool:
+        return self.last_seen_at >= stale_cutoff()
 
 
 class ExampleQuerySet(models.QuerySet):

@@ -1,7 +1,14 @@
-"""What the worker does with one claimed job.
+"""What the worker does with the jobs it claimed: one path for both kinds and any batch size.
 
-Runs in the worker process only. The model runtime (describer/inference, the
-only code that imports torch) is passed in, never imported here at module level.
+Each job is prepared by its kind (describer/describing.py, describer/drawing.py: a list of chat
+messages), started on the model (jobs.start: the attempt counts from here), generated together
+with the others (runtime.stream_batch; one job is a batch of one), streamed to its own page,
+and finished from its text by its kind as soon as its own text is complete. Every write goes
+through describer/jobs.py and takes only while the job is still this worker's; a job that is
+cancelled or taken meanwhile leaves the batch at the next decode step, the rest go on.
+
+Runs in the worker process only. The model runtime (describer/inference, the only code that
+imports torch) is passed in, never imported here at module level.
 """
 
 from __future__ import annotations
@@ -9,16 +16,18 @@ from __future__ import annotations
 import logging
 import time
 from contextlib import closing
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
 
 from django.conf import settings
-from django.utils import timezone, translation
+from django.db import DatabaseError, close_old_connections
+from django.utils import translation
 from django.utils.translation import gettext as _
 
-from describer import drawing, jobs, postprocess, prompts
-from describer.images import load_for_model
-from describer.models import Conversion, ConversionExample, Example
+from describer import jobs
+from describer.describing import Describe
+from describer.drawing import Draw
+from describer.models import Conversion
 from describer.progress import Broadcaster, JobProgress
 
 if TYPE_CHECKING:
@@ -27,205 +36,270 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+class JobKind(Protocol):
+    kind: str
+
+    def prepare(self, runtime, job: Conversion, progress: JobProgress, timings: dict) -> list[dict]: ...
+
+    def result(self, job: Conversion, text: str) -> tuple[dict, object]: ...
+
+
+KINDS: dict[str, JobKind] = {kind.kind: kind for kind in (Describe(), Draw())}
+
+
 class WorkerStopping(Exception):
-    """The worker is shutting down; the job goes back to the queue."""
+    """The worker is shutting down; its jobs go back to the queue."""
 
 
-class JobRunner:
-    def __init__(self, runtime: DescriberRuntime, broadcaster: Broadcaster, should_stop=lambda: False) -> None:
-        self.runtime = runtime
-        self.broadcaster = broadcaster
-        self.should_stop = should_stop
+class HeldJobs:
+    """The ids of the jobs a worker holds (claimed, waiting, running), shared with its heartbeat
+    thread, which marks those taken from it (cancelled, or requeued as stale) as lost."""
 
-    def run(self, job: Conversion) -> None:
-        """Run one job to done or failed; never raises for the job's own errors."""
-        progress = JobProgress(job, self.broadcaster)
-        try:
-            if job.kind == Conversion.Kind.DIAGRAM_TO_TEXT:
-                self.describe(job, progress)
-            else:
-                drawing.draw(self, job, progress)
-        except WorkerStopping:
-            jobs.release_job(job)
-            log.info("released %s: worker stopping", job.pk)
-            return
-        except Exception as error:  # noqa: BLE001 - every failure becomes the job's readable message
-            self.fail(job, error)
-        progress.finished()
+    def __init__(self) -> None:
+        self.ids: set = set()
+        self.lost: set = set()
 
-    def fail(self, job: Conversion, error: Exception) -> None:
-        from describer.inference.errors import InferenceError
+    def add(self, job_ids) -> None:
+        self.ids.update(job_ids)
 
-        if isinstance(error, InferenceError):
-            log.warning("job %s failed: %s", job.pk, error)
-        else:
-            log.exception("job %s failed", job.pk)
-        # The message is written in the language the user made the job in.
-        with translation.override(job.interface_language or None):
-            if isinstance(error, InferenceError):
-                message = str(error)
-            else:
-                message = _("The conversion failed because of an internal error (%(kind)s: %(error)s).") % {
-                    "kind": type(error).__name__,
-                    "error": str(error)[:300],
-                }
-        jobs.fail_job(job, message)
+    def discard(self, job_id) -> None:
+        self.ids.discard(job_id)
+        self.lost.discard(job_id)
 
-    def run_batch(self, batch: list[Conversion]) -> None:
-        """Run diagram → text jobs with one generation for all; never raises for the jobs' own errors.
+    def mark_lost(self, job_ids) -> None:
+        self.lost.update(job_ids)
 
-        Preprocessing and retrieval run job by job, and a failure there fails that job alone. The
-        requests then generate together (runtime.stream_batch): each job's text streams to its own
-        page and each job is finished as soon as its own text is. If the batch runs out of GPU
-        memory, its unfinished jobs run again one by one.
-        """
-        from describer.inference.errors import OutOfMemory
+    def is_lost(self, job_id) -> bool:
+        return job_id in self.lost
 
-        prepared = [item for item in (self._prepare_batched(job) for job in batch) if item is not None]
-        if not prepared:
-            return
-        try:
-            self.generate_batch(prepared)
-        except WorkerStopping:
-            for item in self._unfinished(prepared):
-                jobs.release_job(item.job)
-            log.info("released %s jobs of a batch: worker stopping", len(self._unfinished(prepared)))
-        except OutOfMemory as error:
-            unfinished = self._unfinished(prepared)
-            log.warning("a batch of %s ran out of GPU memory; running %s jobs one by one", len(prepared), len(unfinished))
-            for item in unfinished:
-                if len(prepared) == 1:
-                    self._finish_failed(item, error)
-                else:
-                    self.run(item.job)
-        except Exception as error:  # noqa: BLE001 - every failure becomes the jobs' readable message
-            for item in self._unfinished(prepared):
-                self._finish_failed(item, error)
-
-    def _prepare_batched(self, job: Conversion) -> _BatchedJob | None:
-        progress = JobProgress(job, self.broadcaster)
-        try:
-            request, timings = self.prepare_description(job, progress)
-        except WorkerStopping:
-            jobs.release_job(job)
-            return None
-        except Exception as error:  # noqa: BLE001 - this job fails alone
-            self.fail(job, error)
-            progress.finished()
-            return None
-        return _BatchedJob(job, progress, request, timings)
-
-    def generate_batch(self, batch: list[_BatchedJob]) -> None:
-        started = time.monotonic()
-        deadline = started + settings.DESCRIBER_TIME_LIMIT_S
-        for item in batch:
-            item.progress.stage(Conversion.Stage.GENERATION)
-        stream = closing(self.runtime.stream_batch([item.request for item in batch], deadline=deadline))
-        with stream as chunks:
-            self._route_chunks(batch, chunks, started)
-
-    def _route_chunks(self, batch: list[_BatchedJob], chunks, started: float) -> None:
-        """Each chunk to its job's page; a job whose text is complete is finished at once."""
-        for index, chunk in chunks:
-            if self.should_stop():
-                raise WorkerStopping
-            item = batch[index]
-            item.first_token_at = item.first_token_at or time.monotonic()
-            item.progress.add_text(chunk, chunk.tokens)
-            if chunk.final:
-                item.progress.flush()
-                item.timings.update(_generation_timings(started, item.first_token_at, item.progress.tokens))
-                item.done = True
-                try:
-                    self.finish_description(item.job, item.progress, item.timings)
-                except Exception as error:  # noqa: BLE001 - this job fails alone
-                    self.fail(item.job, error)
-                item.progress.finished()
-
-    def _unfinished(self, batch: list[_BatchedJob]) -> list[_BatchedJob]:
-        return [item for item in batch if not item.done]
-
-    def _finish_failed(self, item: _BatchedJob, error: Exception) -> None:
-        item.done = True
-        item.progress.flush()
-        self.fail(item.job, error)
-        item.progress.finished()
-
-    def describe(self, job: Conversion, progress: JobProgress) -> None:
-        request, timings = self.prepare_description(job, progress)
-        progress.stage(Conversion.Stage.GENERATION)
-        timings.update(self.generate(request, progress))
-        self.finish_description(job, progress, timings)
-
-    def prepare_description(self, job: Conversion, progress: JobProgress) -> tuple[GenerationRequest, dict]:
-        """Preprocessing and retrieval: everything a description needs before generation."""
-        timings = {"queue_wait_s": _seconds(job.started_at - job.created_at)}
-        started = time.monotonic()
-        progress.stage(Conversion.Stage.PREPROCESSING)
-        image = load_for_model(job.input_image.path, settings.DESCRIBER_MAX_PIXELS)
-        timings["preprocessing_s"] = _since(started)
-
-        progress.stage(Conversion.Stage.RETRIEVAL)
-        started = time.monotonic()
-        examples = self.retrieve(job, image)
-        timings["retrieval_s"] = _since(started)
-
-        from describer.inference.runtime import GenerationRequest
-
-        request = GenerationRequest(
-            messages=prompts.describe_messages(image, [example.description for example in examples], job.language),
-            max_new_tokens=settings.DESCRIBER_MAX_NEW_TOKENS,
-            min_new_tokens=settings.DESCRIBER_MIN_NEW_TOKENS,
-        )
-        return request, timings
-
-    def finish_description(self, job: Conversion, progress: JobProgress, timings: dict) -> None:
-        progress.stage(Conversion.Stage.POSTPROCESSING)
-        structure = postprocess.structure_description(progress.text, job.language)
-        Conversion.objects.filter(pk=job.pk).update(
-            status=Conversion.Status.DONE,
-            stage=Conversion.Stage.FINISHED,
-            output_raw=progress.text,
-            output_text=structure.to_markdown(),
-            output_structure=structure.as_dict(),
-            tokens_generated=progress.tokens,
-            timings=timings,
-            finished_at=timezone.now(),
-        )
-
-    def retrieve(self, job: Conversion, image) -> list[Example]:
-        embedding = self.runtime.embed_image(image)
-        examples = list(
-            Example.objects.nearest(embedding, k=settings.RETRIEVAL_K, max_distance=settings.RETRIEVAL_MAX_DISTANCE)
-        )
-        ConversionExample.objects.filter(conversion=job).delete()
-        ConversionExample.objects.bulk_create(
-            ConversionExample(conversion=job, example=example, similarity=1 - example.distance, rank=rank)
-            for rank, example in enumerate(examples, 1)
-        )
-        return examples
-
-    def generate(self, request, progress: JobProgress) -> dict:
-        started = time.monotonic()
-        deadline = started + settings.DESCRIBER_TIME_LIMIT_S
-        first_token_at = None
-        for chunk in self.runtime.stream(request, deadline=deadline):
-            if self.should_stop():
-                raise WorkerStopping
-            first_token_at = first_token_at or time.monotonic()
-            progress.add_text(chunk, chunk.tokens)
-        progress.flush()
-        return _generation_timings(started, first_token_at, progress.tokens)
+    def snapshot(self) -> list:
+        return list(self.ids)
 
 
 @dataclass
-class _BatchedJob:
+class _Row:
     job: Conversion
     progress: JobProgress
-    request: GenerationRequest
+    messages: list[dict]
     timings: dict
+    started_on_model: bool = False
     first_token_at: float | None = None
     done: bool = False
+    request: GenerationRequest | None = field(default=None, repr=False)
+
+
+class JobRunner:
+    def __init__(
+        self,
+        runtime: DescriberRuntime,
+        broadcaster: Broadcaster,
+        *,
+        worker_name: str = "test",
+        held: HeldJobs | None = None,
+        should_stop=lambda: False,
+    ) -> None:
+        self.runtime = runtime
+        self.broadcaster = broadcaster
+        self.worker_name = worker_name
+        self.held = held if held is not None else HeldJobs()
+        self.should_stop = should_stop
+
+    def run(self, job: Conversion) -> None:
+        """One job: a batch of one."""
+        self.run_batch([job])
+
+    def run_batch(self, batch: list[Conversion]) -> None:
+        """Run claimed jobs to their ends; never raises for the jobs' own errors.
+
+        Preparation runs job by job, and a failure there fails that job alone. If the batch runs
+        out of GPU memory, its unfinished jobs run again one by one (the same attempt)."""
+        self.held.add(job.pk for job in batch)
+        try:
+            rows = [row for row in (self._prepare(job) for job in batch) if row is not None]
+            if rows:
+                self._generate(rows)
+        except WorkerStopping:
+            pass
+        finally:
+            self._give_back_unfinished(batch)
+
+    # --- Preparing ---------------------------------------------------------------------------
+
+    def _prepare(self, job: Conversion) -> _Row | None:
+        if self.should_stop():
+            raise WorkerStopping
+        progress = JobProgress(job, self.broadcaster, self.worker_name)
+        timings = {"queue_wait_s": _seconds(job.created_at, job.claimed_at)}
+        try:
+            messages = KINDS[job.kind].prepare(self.runtime, job, progress, timings)
+        except Exception as error:  # noqa: BLE001 - this job fails alone
+            self._fail(job, progress, error)
+            return None
+        if progress.lost:
+            self._drop(job, progress)
+            return None
+        return _Row(job, progress, messages, timings)
+
+    def _request(self, row: _Row) -> GenerationRequest:
+        from describer.inference.runtime import GenerationRequest  # worker only: imports torch
+
+        return GenerationRequest(
+            messages=row.messages,
+            max_new_tokens=settings.DESCRIBER_MAX_NEW_TOKENS,
+            min_new_tokens=settings.DESCRIBER_MIN_NEW_TOKENS,
+        )
+
+    # --- Generating --------------------------------------------------------------------------
+
+    def _generate(self, rows: list[_Row]) -> None:
+        from describer.inference.errors import OutOfMemory
+
+        rows = [row for row in rows if self._start(row)]
+        if not rows:
+            return
+        try:
+            self._stream(rows)
+        except OutOfMemory as error:
+            unfinished = [row for row in rows if not row.done]
+            if len(rows) == 1:
+                self._fail_row(rows[0], error)
+                return
+            log.warning("a batch of %s ran out of GPU memory; running %s jobs one by one", len(rows), len(unfinished))
+            for row in unfinished:
+                self._generate([self._restart(row)])
+        except WorkerStopping:
+            raise
+        except Exception as error:  # noqa: BLE001 - every failure becomes the jobs' readable message
+            for row in rows:
+                if not row.done:
+                    self._fail_row(row, error)
+
+    def _start(self, row: _Row) -> bool:
+        if row.started_on_model:
+            return True
+        if not jobs.start(row.job, self.worker_name):
+            self._drop(row.job, row.progress)
+            return False
+        row.started_on_model = True
+        row.progress.conversion.stage = Conversion.Stage.GENERATION
+        row.progress.publish()
+        return True
+
+    def _restart(self, row: _Row) -> _Row:
+        """The same job and attempt, with its text so far forgotten (it is written again)."""
+        progress = JobProgress(row.job, self.broadcaster, self.worker_name)
+        progress.conversion.stage = Conversion.Stage.GENERATION
+        return _Row(row.job, progress, row.messages, row.timings, started_on_model=True)
+
+    def _stream(self, rows: list[_Row]) -> None:
+        started = time.monotonic()
+        deadline = started + settings.DESCRIBER_TIME_LIMIT_S
+        stopped: set[int] = set()  # rows that leave the batch: the decoder skips them from the next step
+        requests = [self._request(row) for row in rows]
+        with closing(self.runtime.stream_batch(requests, deadline=deadline, stopped=stopped)) as chunks:
+            for index, chunk in chunks:
+                if self.should_stop():
+                    raise WorkerStopping
+                row = rows[index]
+                if row.done:
+                    continue
+                row.first_token_at = row.first_token_at or time.monotonic()
+                if not row.progress.add_text(chunk, chunk.tokens) or self.held.is_lost(row.job.pk):
+                    stopped.add(index)
+                    self._drop(row.job, row.progress)
+                    row.done = True
+                elif chunk.final:
+                    row.timings.update(_generation_timings(started, row.first_token_at, row.progress.tokens))
+                    self._finish(row)
+
+    # --- Ending ------------------------------------------------------------------------------
+
+    def _finish(self, row: _Row) -> None:
+        row.done = True
+        row.progress.flush()
+        job, progress = row.job, row.progress
+        try:
+            progress.stage(Conversion.Stage.POSTPROCESSING)
+            fields, also = KINDS[job.kind].result(job, progress.text)
+        except Exception as error:  # noqa: BLE001 - this job fails alone
+            self._fail(job, progress, error)
+            return
+        fields.update(output_raw=progress.text, tokens_generated=progress.tokens, timings=row.timings)
+        try:
+            _until_database_answers(lambda: jobs.finish(job, self.worker_name, fields, also=also))
+        except DatabaseError:
+            raise  # still held: given back when the batch ends, or requeued once stale
+        except Exception as error:  # noqa: BLE001 - e.g. a version that cannot be saved: this job fails alone
+            self._fail(job, progress, error)
+            return
+        self._ended(job, progress)
+
+    def _fail_row(self, row: _Row, error: Exception) -> None:
+        row.done = True
+        row.progress.flush()
+        self._fail(row.job, row.progress, error)
+
+    def _fail(self, job: Conversion, progress: JobProgress, error: Exception) -> None:
+        message = failure_message(job, error)
+        _until_database_answers(lambda: jobs.fail(job, self.worker_name, message))
+        self._ended(job, progress)
+
+    def _drop(self, job: Conversion, progress: JobProgress) -> None:
+        """The job was taken from this worker: its result is dropped, its page re-reads the row."""
+        jobs.log_lost(job)
+        self._ended(job, progress)
+
+    def _ended(self, job: Conversion, progress: JobProgress) -> None:
+        self.held.discard(job.pk)
+        progress.finished()
+
+    def _give_back_unfinished(self, batch: list[Conversion]) -> None:
+        """Jobs still held when the batch ends (the worker stops, or the database failed under
+        it) go back to the queue; if even that fails, their heartbeats stop and they go stale."""
+        for job in batch:
+            if job.pk not in self.held.ids:
+                continue
+            try:
+                jobs.release(job, self.worker_name)
+            except DatabaseError:
+                log.warning("job %s could not be given back; it is requeued once its heartbeat is stale", job.pk)
+                close_old_connections()
+            self.held.discard(job.pk)
+
+
+def failure_message(job: Conversion, error: Exception) -> str:
+    """The message the user reads, in the language the job was made in."""
+    from describer.inference.errors import InferenceError
+
+    if isinstance(error, InferenceError):
+        log.warning("job %s: %s", job.pk, error)
+    else:
+        log.error("job %s: internal error", job.pk, exc_info=error)
+    with translation.override(job.interface_language or None):
+        if isinstance(error, InferenceError):
+            return str(error)
+        return _("The conversion failed because of an internal error (%(kind)s: %(error)s).") % {
+            "kind": type(error).__name__,
+            "error": str(error)[:300],
+        }
+
+
+def _until_database_answers(write, *, patience_s: float | None = None) -> bool:
+    """A finishing write survives a short PostgreSQL outage: retried with backoff for up to the
+    stale time (after that the job is requeued anyway, and the write would not take)."""
+    patience_s = settings.DESCRIBER_STALE_AFTER_S if patience_s is None else patience_s
+    deadline = time.monotonic() + patience_s
+    delay = 0.2
+    while True:
+        try:
+            return write()
+        except DatabaseError:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("database unavailable for a finishing write; retrying in %.1f s", delay)
+            close_old_connections()
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 def _generation_timings(started: float, first_token_at: float | None, tokens: int) -> dict:
@@ -239,9 +313,7 @@ def _generation_timings(started: float, first_token_at: float | None, tokens: in
     }
 
 
-def _seconds(delta) -> float:
-    return round(max(delta.total_seconds(), 0.0), 3)
-
-
-def _since(started: float) -> float:
-    return round(time.monotonic() - started, 3)
+def _seconds(since, until) -> float:
+    if since is None or until is None:
+        return 0.0
+    return round(max((until - since).total_seconds(), 0.0), 3)

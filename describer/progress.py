@@ -1,10 +1,13 @@
 """Progress of a running job: saved to PostgreSQL and broadcast to its page.
 
 The worker calls `JobProgress` as text streams in. At most every
-DESCRIBER_STREAM_INTERVAL_MS it writes the partial text and a heartbeat to the
-row (so a reload mid-stream shows what was written, and a dead worker can be
-told from a slow one) and sends one event to the conversion's group. Each
-event carries the whole text so far, so a dropped event is healed by the next.
+DESCRIBER_STREAM_INTERVAL_MS it writes the partial text to the row (so a reload
+mid-stream shows what was written) and sends one event to the conversion's
+group. Each event carries the whole text so far, so a dropped event is healed by
+the next. Writes go through describer/jobs.py and take only while the job is
+still this worker's: once one does not (cancelled, or taken as stale), `lost`
+is set and the runner drops the job. A database outage does not stop the
+stream: the text stays in memory and the next write after it catches up.
 """
 
 from __future__ import annotations
@@ -15,11 +18,32 @@ import time
 
 from channels.layers import get_channel_layer
 from django.conf import settings
-from django.utils import timezone
+from django.db import DatabaseError, close_old_connections
 
+from describer import jobs
 from describer.models import Conversion
 
 log = logging.getLogger(__name__)
+# While Redis or PostgreSQL is down every event fails: warn once per this many seconds.
+WARNING_INTERVAL_S = 10.0
+
+
+class RateLimitedWarning:
+    """Logs a failure once, then at most every WARNING_INTERVAL_S, with how many were skipped."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+        self.last = -WARNING_INTERVAL_S
+        self.skipped = 0
+
+    def __call__(self, error: Exception) -> None:
+        now = time.monotonic()
+        if now - self.last < WARNING_INTERVAL_S:
+            self.skipped += 1
+            return
+        log.warning("%s (%s: %s; %s more since the last warning)", self.message, type(error).__name__,
+                    error, self.skipped)  # fmt: skip
+        self.last, self.skipped = now, 0
 
 
 def group_name(conversion_id) -> str:
@@ -33,21 +57,25 @@ class Broadcaster:
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
         self.layer = get_channel_layer()
+        self.warn = RateLimitedWarning("could not broadcast progress; pages catch up when Redis is back")
 
     def send(self, conversion_id, event: dict) -> None:
         try:
             self.loop.run_until_complete(self.layer.group_send(group_name(conversion_id), event))
-        except Exception:  # a page missing an update is no reason to fail the job
-            log.warning("could not broadcast progress", exc_info=True)
+        except Exception as error:  # a page missing an update is no reason to fail the job
+            self.warn(error)
 
     def close(self) -> None:
         self.loop.close()
 
 
 class JobProgress:
-    def __init__(self, conversion: Conversion, broadcaster: Broadcaster) -> None:
+    def __init__(self, conversion: Conversion, broadcaster: Broadcaster, worker_name: str) -> None:
         self.conversion = conversion
         self.broadcaster = broadcaster
+        self.worker_name = worker_name
+        self.lost = False  # the job is no longer this worker's
+        self.db_warning = RateLimitedWarning("could not save progress; the text is kept and saved later")
         self.interval = settings.DESCRIBER_STREAM_INTERVAL_MS / 1000
         self.started = time.monotonic()
         self.last_flush = 0.0
@@ -58,26 +86,37 @@ class JobProgress:
     def elapsed(self) -> float:
         return time.monotonic() - self.started
 
-    def stage(self, stage: str) -> None:
-        self.conversion.stage = stage
-        Conversion.objects.filter(pk=self.conversion.pk).update(stage=stage, heartbeat_at=timezone.now())
-        self.publish()
+    def stage(self, stage: str) -> bool:
+        """Record the stage; False (and `lost`) when the job is no longer this worker's."""
+        self.lost = self.lost or not jobs.record_stage(self.conversion, self.worker_name, stage)
+        if not self.lost:
+            self.publish()
+        return not self.lost
 
-    def add_text(self, chunk: str, tokens: int = 1) -> None:
+    def add_text(self, chunk: str, tokens: int = 1) -> bool:
+        """Append a chunk; False once the job is no longer this worker's."""
         self.text += chunk.replace("\x00", "")  # PostgreSQL text cannot hold NUL; models can write it
         self.tokens += tokens
         self.dirty = True
         if time.monotonic() - self.last_flush >= self.interval:
             self.flush()
+        return not self.lost
 
-    def flush(self) -> None:
-        if not self.dirty:
-            return
-        Conversion.objects.filter(pk=self.conversion.pk).update(
-            output_raw=self.text, tokens_generated=self.tokens, heartbeat_at=timezone.now()
-        )
+    def flush(self) -> bool:
+        if not self.dirty or self.lost:
+            return not self.lost
+        self.last_flush = time.monotonic()
+        try:
+            took = jobs.record_progress(self.conversion, self.worker_name, self.text, self.tokens)
+        except DatabaseError as error:
+            self.db_warning(error)
+            close_old_connections()  # a broken connection is reopened by the next write
+            return True
+        self.lost = not took
         self.dirty = False
-        self.publish()
+        if took:
+            self.publish()
+        return took
 
     def publish(self) -> None:
         self.last_flush = time.monotonic()

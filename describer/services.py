@@ -13,11 +13,12 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import transaction
-from django.db.models import F, Max
+from django.db.models import Max
 from django.utils import translation
 from django.utils.text import Truncator
 from django.utils.translation import gettext as _
 
+from describer import jobs
 from describer.images import NormalisedImage, thumbnail_from_bytes
 from describer.models import Conversion, MermaidVersion
 
@@ -90,23 +91,15 @@ def conversion_delete(conversion: Conversion) -> None:
 
 
 def conversion_retry(conversion: Conversion) -> None:
-    """Queue a failed conversion again from the start, keeping its input."""
-    if conversion.status != Conversion.Status.FAILED:
-        return
-    Conversion.objects.filter(pk=conversion.pk).update(
-        status=Conversion.Status.QUEUED,
-        stage=Conversion.Stage.QUEUED,
-        attempts=0,
-        error_message="",
-        output_raw="",
-        output_text="",
-        output_structure=None,
-        started_at=None,
-        finished_at=None,
-        tokens_generated=0,
-        timings={},
-    )
-    transaction.on_commit(wake_worker)
+    """Queue a failed or cancelled conversion again from the start, keeping its input."""
+    if jobs.retry(conversion):
+        transaction.on_commit(wake_worker)
+
+
+def conversion_cancel(conversion: Conversion) -> None:
+    """Stop a queued or running conversion; raises ConversionStateError when it has ended."""
+    if not jobs.cancel(conversion):
+        raise ConversionStateError(_("This conversion has already ended; there is nothing to cancel."))
 
 
 # --- Text → diagram: versions, repairs, the round trip ----------------------------------
@@ -142,10 +135,7 @@ def _take_over(conversion: Conversion, *, code: str, origin: str, parse_error: s
     with transaction.atomic():
         _check_editable(Conversion.objects.select_for_update().get(pk=conversion.pk))  # not queued meanwhile
         version = mermaid_version_add(conversion, code=code, origin=origin, parse_error=parse_error)
-        Conversion.objects.filter(pk=conversion.pk).update(
-            status=Conversion.Status.DONE, stage=Conversion.Stage.FINISHED, error_message="", repair_error=""
-        )
-    conversion.status, conversion.error_message, conversion.repair_error = Conversion.Status.DONE, "", ""
+        jobs.accept_edit(conversion)
     return version
 
 
@@ -186,20 +176,7 @@ def conversion_request_repair(conversion: Conversion, *, code: str, error: str) 
             mermaid_version_add(locked, code=code, origin=MermaidVersion.Origin.EDIT, parse_error=error)
         else:
             MermaidVersion.objects.filter(pk=latest.pk).update(parse_error=error)
-        Conversion.objects.filter(pk=locked.pk).update(
-            status=Conversion.Status.QUEUED,
-            stage=Conversion.Stage.QUEUED,
-            repair_error=error,
-            repair_attempts=F("repair_attempts") + 1,
-            attempts=0,
-            error_message="",
-            output_raw="",
-            tokens_generated=0,
-            started_at=None,
-            finished_at=None,
-            heartbeat_at=None,
-            worker="",
-        )
+        jobs.repair(locked, error)
         transaction.on_commit(wake_worker)
 
 

@@ -1,39 +1,83 @@
 """The GPU worker: `python manage.py runworker describer-gpu`.
 
-Two threads. The main one runs Channels' worker and receives `jobs.wake`
-messages on the `describer-gpu` channel; each only sets an event. The job thread
-(`JobLoop`) owns the models: it claims jobs from PostgreSQL, runs them, and
-when the queue is empty waits for a wake-up or the poll interval, whichever
-comes first, so expired or dropped wake-ups delay nothing by more than a poll.
+Three threads. The main one runs Channels' worker (`ResilientWorker`) and receives `jobs.wake`
+messages on the `describer-gpu` channel (describer/consumers.py); each only sets an event. The
+job thread (`JobLoop`) owns the models: it claims jobs from PostgreSQL, runs them
+(describer/pipeline.py), and when the queue is empty waits for a wake-up or the poll interval,
+whichever comes first, so expired or dropped wake-ups delay nothing by more than a poll. The
+heartbeat thread (`Heartbeat`) refreshes every job the worker holds and the worker's own row
+(`Worker`, the workers page and the container's healthcheck) every DESCRIBER_HEARTBEAT_S.
 
-This module is imported by the web process too (asgi.py routes the channel),
+Redis or PostgreSQL going away stops none of them: each logs, backs off and carries on.
+
+This module is imported by the web process too (the wake-up consumer reads `current_loop`),
 so it must not import torch or the pipeline at module level.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
 import threading
 import time
+from datetime import timedelta
 
-from channels.consumer import AsyncConsumer
+from channels.worker import Worker as ChannelsWorker
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import DatabaseError, close_old_connections
+from django.utils import timezone
 
 log = logging.getLogger(__name__)
+
+# A Worker row not seen for this long is deleted (the workers page shows the recent past only).
+FORGET_WORKERS_AFTER = timedelta(days=1)
+
+
+def timing_problems(config=settings) -> list[str]:
+    """Contradictions among the worker's timing settings, each saying which settings clash."""
+    problems = []
+    heartbeat, stale = config.DESCRIBER_HEARTBEAT_S, config.DESCRIBER_STALE_AFTER_S
+    if heartbeat <= 0:
+        problems.append(f"DESCRIBER_HEARTBEAT_S must be above 0 (it is {heartbeat}).")
+    elif stale < 3 * heartbeat:
+        problems.append(
+            f"DESCRIBER_STALE_AFTER_S ({stale}) must be at least 3 × DESCRIBER_HEARTBEAT_S ({heartbeat}): "
+            "otherwise one late heartbeat makes a live worker's jobs look abandoned and they run twice."
+        )
+    if config.DESCRIBER_STREAM_INTERVAL_MS / 1000 >= stale:
+        problems.append(
+            f"DESCRIBER_STREAM_INTERVAL_MS ({config.DESCRIBER_STREAM_INTERVAL_MS}) must be well below "
+            f"DESCRIBER_STALE_AFTER_S ({stale} s)."
+        )
+    if config.DESCRIBER_BATCH_WINDOW_MS / 1000 >= stale:
+        problems.append(
+            f"DESCRIBER_BATCH_WINDOW_MS ({config.DESCRIBER_BATCH_WINDOW_MS}) must be well below "
+            f"DESCRIBER_STALE_AFTER_S ({stale} s)."
+        )
+    for name in ("DESCRIBER_POLL_SECONDS", "DESCRIBER_TIME_LIMIT_S"):
+        if getattr(config, name) <= 0:
+            problems.append(f"{name} must be above 0 (it is {getattr(config, name)}).")
+    for name in ("DESCRIBER_BATCH_SIZE", "DESCRIBER_MAX_ATTEMPTS"):
+        if getattr(config, name) < 1:
+            problems.append(f"{name} must be at least 1 (it is {getattr(config, name)}).")
+    return problems
 
 
 class JobLoop:
     def __init__(self, runtime, *, batch_size: int | None = None, poll_seconds: float | None = None) -> None:
+        from describer.pipeline import HeldJobs
+
         self.runtime = runtime
         self.batch_size = batch_size or settings.DESCRIBER_BATCH_SIZE
         self.poll_seconds = poll_seconds if poll_seconds is not None else settings.DESCRIBER_POLL_SECONDS
         self.name = f"{socket.gethostname()}:{os.getpid()}"
+        self.held = HeldJobs()
         self.wake_event = threading.Event()
         self.stop_event = threading.Event()
         self.thread: threading.Thread | None = None
+        self.heartbeat = Heartbeat(self)
 
     def wake(self) -> None:
         self.wake_event.set()
@@ -43,8 +87,14 @@ class JobLoop:
         self.wake_event.set()
 
     def start(self) -> None:
+        self.heartbeat.start()
         self.thread = threading.Thread(target=self.run_forever, name="describer-jobs", daemon=True)
         self.thread.start()
+
+    def join(self, timeout: float) -> None:
+        if self.thread is not None:
+            self.thread.join(timeout)
+        self.heartbeat.join(timeout=5)
 
     def run_forever(self) -> None:
         from describer import jobs
@@ -53,46 +103,131 @@ class JobLoop:
         from describer.progress import Broadcaster
 
         broadcaster = Broadcaster()
-        runner = JobRunner(self.runtime, broadcaster, should_stop=self.stop_event.is_set)
+        runner = JobRunner(
+            self.runtime, broadcaster, worker_name=self.name, held=self.held, should_stop=self.stop_event.is_set
+        )
         log.info("worker %s ready (model %s on %s)", self.name, self.runtime.model_name, self.runtime.device)
         while not self.stop_event.is_set():
+            claimed = []
             try:
                 close_old_connections()
-                jobs.recover_stale_jobs()
+                jobs.recover_stale()
                 claimed = self.claim(jobs)
-                self.run_claimed(runner, claimed)
-                if not claimed:  # no job waiting: embed examples saved meanwhile; a wake-up interrupts
+                if claimed:
+                    runner.run_batch(claimed)
+                else:  # no job waiting: embed examples saved meanwhile; a wake-up interrupts
                     embed_pending_examples(self.runtime, should_stop=self.wake_event.is_set)
-            except Exception:  # database or Redis hiccup: log, wait, carry on
+            except DatabaseError as error:  # PostgreSQL away: wait a poll, try again
+                log.warning("job loop: database unavailable (%s); retrying", str(error).strip()[:200])
+                close_old_connections()
+            except Exception:  # a bug must not stop the worker: log it and carry on
                 log.exception("job loop error")
-                claimed = []
             if not claimed:
                 self.wake_event.wait(self.poll_seconds)
                 self.wake_event.clear()
         close_old_connections()
         log.info("worker %s stopped", self.name)
 
-    def run_claimed(self, runner, claimed: list) -> None:
-        """Diagram → text jobs claimed together generate as one batch; other jobs run one by one."""
-        from describer.models import Conversion
-
-        describe = [job for job in claimed if job.kind == Conversion.Kind.DIAGRAM_TO_TEXT]
-        if len(describe) > 1:
-            close_old_connections()
-            runner.run_batch(describe)
-        for job in claimed:
-            if len(describe) > 1 and job in describe:
-                continue
-            close_old_connections()
-            runner.run(job)
-
     def claim(self, jobs_module) -> list:
         """Claim one job, or with batching, what arrives within the batch window."""
-        claimed = jobs_module.claim_jobs(self.name, limit=self.batch_size)
+        claimed = jobs_module.claim(self.name, limit=self.batch_size)
         if claimed and self.batch_size > 1 and len(claimed) < self.batch_size:
+            self.held.add(job.pk for job in claimed)  # heartbeats cover them while the window is open
             time.sleep(settings.DESCRIBER_BATCH_WINDOW_MS / 1000)
-            claimed += jobs_module.claim_jobs(self.name, limit=self.batch_size - len(claimed))
+            try:
+                claimed += jobs_module.claim(self.name, limit=self.batch_size - len(claimed))
+            except DatabaseError:
+                close_old_connections()  # run what we have; the runner's writes wait for the database
         return claimed
+
+
+class Heartbeat(threading.Thread):
+    """Every DESCRIBER_HEARTBEAT_S: refresh the heartbeat of every job the loop holds, mark the
+    ones taken from it as lost (the runner drops them at their next step), and record the
+    worker's presence. Its own thread, so a long prefill or a slow batch never lets a held job
+    go stale."""
+
+    def __init__(self, loop: JobLoop) -> None:
+        super().__init__(name="describer-heartbeat", daemon=True)
+        self.loop = loop
+        self.interval = settings.DESCRIBER_HEARTBEAT_S
+        self.started_at = timezone.now()
+
+    def run(self) -> None:
+        while not self.loop.stop_event.is_set():
+            try:
+                close_old_connections()
+                self.beat()
+            except DatabaseError as error:
+                log.warning("heartbeat: database unavailable (%s)", str(error).strip()[:200])
+                close_old_connections()
+            except Exception:
+                log.exception("heartbeat error")
+            self.loop.stop_event.wait(self.interval)
+        self.leave()
+
+    def beat(self) -> None:
+        from describer import jobs
+
+        held = self.loop.held.snapshot()
+        still_held = jobs.heartbeat(self.loop.name, held)
+        self.loop.held.mark_lost(set(held) - still_held)
+        self.record_presence(len(still_held))
+
+    def record_presence(self, jobs_in_hand: int) -> None:
+        from describer.models import Worker
+
+        host, _, pid = self.loop.name.rpartition(":")
+        Worker.objects.update_or_create(
+            name=self.loop.name,
+            defaults={
+                "host": host,
+                "pid": int(pid),
+                "model_name": str(self.loop.runtime.model_name)[:300],
+                "device": str(self.loop.runtime.device)[:50],
+                "batch_size": self.loop.batch_size,
+                "jobs_in_hand": jobs_in_hand,
+                "started_at": self.started_at,
+                "last_seen_at": timezone.now(),
+            },
+        )
+        Worker.objects.filter(last_seen_at__lt=timezone.now() - FORGET_WORKERS_AFTER).delete()
+
+    def leave(self) -> None:
+        from describer.models import Worker
+
+        try:
+            close_old_connections()
+            Worker.objects.filter(name=self.loop.name).delete()
+        except DatabaseError:
+            pass  # it simply goes offline once it is not seen for the stale time
+        close_old_connections()
+
+
+class ResilientWorker(ChannelsWorker):
+    """Channels' worker, except that a channel-layer error (Redis away) does not end the
+    process: the listener logs, backs off (up to 10 s) and listens again. Jobs are in
+    PostgreSQL and the job loop polls, so nothing is lost meanwhile."""
+
+    async def listener(self, channel):
+        delay = 0.5
+        while True:
+            try:
+                message = await self.channel_layer.receive(channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # noqa: BLE001 - redis-py raises several kinds
+                log.warning("channel layer unavailable (%s: %s); listening again in %.1f s",
+                            type(error).__name__, error, delay)  # fmt: skip
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            delay = 0.5
+            if not message.get("type"):
+                log.warning("ignored a message without a type on %s", channel)
+                continue
+            queue = self.get_or_create_application_instance(channel, {"type": "channel", "channel": channel})
+            await queue.put(message)
 
 
 class UnavailableRuntime:
@@ -102,6 +237,7 @@ class UnavailableRuntime:
     model_name = "unavailable"
     device = "none"
     is_tiny = False
+    available = False
 
     def __init__(self, error: Exception) -> None:
         self.error = error
@@ -115,11 +251,3 @@ class UnavailableRuntime:
 
 # Set by the runworker command in the worker process; None in the web process.
 current_loop: JobLoop | None = None
-
-
-class DescriberWorkerConsumer(AsyncConsumer):
-    """Receives wake-ups on the worker channel."""
-
-    async def jobs_wake(self, message: dict) -> None:
-        if current_loop is not None:
-            current_loop.wake()

@@ -10,16 +10,17 @@ django_asgi_app = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ChannelNameRouter, ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 from describer.routing import websocket_urlpatterns  # noqa: E402
-from describer.worker import DescriberWorkerConsumer  # noqa: E402
+from describer.ws_origin import SiteOriginValidator  # noqa: E402
+from describer.consumers import WorkerWakeConsumer  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
-        "channel": ChannelNameRouter({settings.WORKER_CHANNEL: DescriberWorkerConsumer.as_asgi()}),
+        # Whole origins (scheme, host, port), not just host names: see describer/ws_origin.py.
+        "websocket": SiteOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        "channel": ChannelNameRouter({settings.WORKER_CHANNEL: WorkerWakeConsumer.as_asgi()}),
     }
 )

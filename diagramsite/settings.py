@@ -149,11 +149,15 @@ CHANNEL_LAYERS = {
         },
     }
 }
+# An unreachable Redis is a cache miss, not an error (describer/cache.py); the short
+# timeouts keep a Redis that does not answer from stalling every page.
+REDIS_CACHE_TIMEOUT_S = envfloat("REDIS_CACHE_TIMEOUT_S", 0.5)
 CACHES = {
     "default": {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "BACKEND": "describer.cache.FailSafeRedisCache",
         "LOCATION": REDIS_URL,
         "KEY_PREFIX": envstr("CHANNELS_PREFIX", "diagramsite"),
+        "OPTIONS": {"socket_connect_timeout": REDIS_CACHE_TIMEOUT_S, "socket_timeout": REDIS_CACHE_TIMEOUT_S},
     }
 }
 
@@ -168,7 +172,8 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
-# Sessions are read from Redis on every request and kept in PostgreSQL as well.
+# Sessions are read from Redis on every request and kept in PostgreSQL as well;
+# while Redis is down they are read from PostgreSQL (the cache answers misses).
 SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "history"
@@ -181,7 +186,18 @@ AXES_COOLOFF_TIME = envfloat("LOGIN_COOLOFF_MINUTES", 15) / 60  # hours
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 AXES_RESET_ON_SUCCESS = True
-AXES_IPWARE_PROXY_COUNT = envint("TRUSTED_PROXY_COUNT", 0)
+# Behind N reverse proxies the last one is REMOTE_ADDR and each appends the address it saw to
+# X-Forwarded-For, so the client is the N-th address from the right; anything left of it the
+# client could have written itself. django-ipware counts only the proxies listed in the header
+# (N - 1), and non-strict so that a client's own X-Forwarded-For in front is skipped, not trusted.
+TRUSTED_PROXY_COUNT = envint("TRUSTED_PROXY_COUNT", 0)
+AXES_IPWARE_PROXY_COUNT = TRUSTED_PROXY_COUNT - 1 if TRUSTED_PROXY_COUNT > 0 else None
+AXES_IPWARE_PROXY_ORDER = "left-most"
+# Without a proxy X-Forwarded-For is whatever the client wrote: only the socket's address counts.
+AXES_IPWARE_META_PRECEDENCE_ORDER = (
+    ("HTTP_X_FORWARDED_FOR", "REMOTE_ADDR") if TRUSTED_PROXY_COUNT > 0 else ("REMOTE_ADDR",)
+)
+IPWARE_STRICT = False
 AXES_VERBOSE = False
 
 # --- Internationalisation ----------------------------------------------------------
@@ -236,15 +252,18 @@ DESCRIBER_TIME_LIMIT_S = envfloat("DESCRIBER_TIME_LIMIT_S", 300)
 DESCRIBER_MAX_ATTEMPTS = envint("DESCRIBER_MAX_ATTEMPTS", 3)
 # Text → diagram: how many times a user may send unparseable code back to the model.
 DESCRIBER_MAX_REPAIRS = envint("DESCRIBER_MAX_REPAIRS", 3)
-# Diagram → text jobs claimed together generate as one batch (docs/PERFORMANCE.md has the figures).
+# Jobs claimed together generate as one batch (docs/PERFORMANCE.md has the figures).
 DESCRIBER_BATCH_SIZE = envint("DESCRIBER_BATCH_SIZE", 16)
 DESCRIBER_BATCH_WINDOW_MS = envint("DESCRIBER_BATCH_WINDOW_MS", 50)
 DESCRIBER_POLL_SECONDS = envfloat("DESCRIBER_POLL_SECONDS", 5)
-# A static KV cache and, on CUDA, the decode step as one CUDA graph; off: transformers' generate.
-DESCRIBER_FAST_DECODE = envbool("DESCRIBER_FAST_DECODE", True)
+# The static-KV-cache decoder's step as one CUDA graph (CUDA only); off: the same step eagerly.
+DESCRIBER_CUDA_GRAPHS = envbool("DESCRIBER_CUDA_GRAPHS", True)
 DESCRIBER_STREAM_INTERVAL_MS = envint("DESCRIBER_STREAM_INTERVAL_MS", 100)
-# A running job whose heartbeat is older than this belongs to a dead worker.
-DESCRIBER_STALE_AFTER_S = envint("DESCRIBER_STALE_AFTER_S", 120)
+# Every job a worker holds, and the worker itself, report this often (describer/worker.py).
+DESCRIBER_HEARTBEAT_S = envfloat("DESCRIBER_HEARTBEAT_S", 10)
+# A held job whose heartbeat is older than this belongs to a dead worker (checked at start:
+# at least 3 heartbeats, so one slow database write never requeues a live job).
+DESCRIBER_STALE_AFTER_S = envfloat("DESCRIBER_STALE_AFTER_S", 120)
 WORKER_CHANNEL = "describer-gpu"
 RETRIEVAL_K = envint("RETRIEVAL_K", 3)
 RETRIEVAL_MAX_DISTANCE = envfloat("RETRIEVAL_MAX_DISTANCE", 0.6)

@@ -178,9 +178,9 @@ def runner(tiny_runtime, quick_generation):
 
 def run_next(runner):
     """Claim the oldest queued job and run it to its end, as the worker would."""
-    from describer.jobs import claim_jobs
+    from describer.jobs import claim
 
-    [job] = claim_jobs("test")
+    [job] = claim("test")
     runner.run(job)
     job.refresh_from_db()
     return job

@@ -167,9 +167,9 @@ def runner(tiny_runtime, quick_generation):
 
 
 def claim_all(count: int) -> list:
-    from describer.jobs import claim_jobs
+    from describer.jobs import claim
 
-    claimed = claim_jobs("test", limit=count)
+    claimed = claim("test", limit=count)
     assert len(claimed) == count
     return claimed
 
@@ -212,14 +212,22 @@ def test_a_batch_that_runs_out_of_memory_runs_its_jobs_one_by_one(runner, tiny_r
     for _ in range(2):
         make_conversion()
 
-    def out_of_memory(*args, **kwargs):
-        raise OutOfMemory()
-        yield  # a generator, like the real one
+    real_stream_batch = tiny_runtime.stream_batch
+    sizes = []
 
-    monkeypatch.setattr(tiny_runtime, "stream_batch", out_of_memory)
+    def out_of_memory_above_one(requests, **kwargs):
+        sizes.append(len(requests))
+        if len(requests) > 1:
+            raise OutOfMemory()
+        yield from real_stream_batch(requests, **kwargs)
+
+    monkeypatch.setattr(tiny_runtime, "stream_batch", out_of_memory_above_one)
     runner.run_batch(claim_all(2))
 
-    assert {job.status for job in Conversion.objects.all()} == {Conversion.Status.DONE}
+    assert sizes == [2, 1, 1]
+    jobs = list(Conversion.objects.all())
+    assert {job.status for job in jobs} == {Conversion.Status.DONE}
+    assert {job.attempts for job in jobs} == {1}  # the re-run is the same attempt
 
 
 @pytest.mark.django_db

@@ -20,7 +20,7 @@ from PIL import Image
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
 
 from describer import services
-from describer.jobs import claim_jobs
+from describer.jobs import claim
 from describer.models import Conversion, MermaidVersion
 from describer.pipeline import JobRunner
 from describer.progress import Broadcaster
@@ -212,9 +212,9 @@ def site(tmp_path):
 def run_job_in_this_process(runtime) -> None:
     from django.db import connections
 
-    [job] = claim_jobs("browser-test")
+    [job] = claim("browser-test")
     broadcaster = Broadcaster()
-    JobRunner(runtime, broadcaster).run(job)
+    JobRunner(runtime, broadcaster, worker_name="browser-test").run(job)
     broadcaster.close()
     connections.close_all()  # this thread's connection would block dropping the test database
 

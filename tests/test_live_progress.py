@@ -104,12 +104,12 @@ async def test_the_owner_watches_the_text_stream_in_then_gets_the_result(
 def _run_job(runtime, conversion: Conversion) -> None:
     from django.db import connections
 
-    from describer.jobs import claim_jobs
+    from describer.jobs import claim
 
-    [claimed] = claim_jobs("test-worker")
+    [claimed] = claim("test-worker")
     assert claimed.pk == conversion.pk
     broadcaster = Broadcaster()
-    JobRunner(runtime, broadcaster).run(claimed)
+    JobRunner(runtime, broadcaster, worker_name="test-worker").run(claimed)
     broadcaster.close()
     connections.close_all()  # this thread's connection would block dropping the test database
 

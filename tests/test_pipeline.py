@@ -61,7 +61,7 @@ def test_an_out_of_memory_in_generation_fails_the_job_and_the_next_one_runs(
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     with monkeypatch.context() as patch:
-        patch.setattr(tiny_runtime.model, "generate", out_of_memory)
+        patch.setattr(tiny_runtime.model, "forward", out_of_memory)
         failed = run_next(runner)
     done = run_next(runner)
 
@@ -73,7 +73,7 @@ def test_an_out_of_memory_in_generation_fails_the_job_and_the_next_one_runs(
 
 def test_an_exception_inside_generation_fails_the_job_with_its_reason(runner, tiny_runtime, make_conversion, monkeypatch):
     make_conversion()
-    monkeypatch.setattr(tiny_runtime.model, "generate", lambda **kwargs: 1 / 0)
+    monkeypatch.setattr(tiny_runtime.model, "forward", lambda *args, **kwargs: 1 / 0)
 
     job = run_next(runner)
 
@@ -116,7 +116,7 @@ def test_a_failure_is_written_in_the_language_the_user_made_the_job_in(runner, t
     def out_of_memory(*args, **kwargs):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory")
 
-    monkeypatch.setattr(tiny_runtime.model, "generate", out_of_memory)
+    monkeypatch.setattr(tiny_runtime.model, "forward", out_of_memory)
     job = run_next(runner)
 
     assert job.status == Conversion.Status.FAILED

@@ -215,7 +215,7 @@ def test_a_failed_repair_keeps_the_diagram_and_an_edit_makes_it_the_result_again
 ):
     conversion = drawing(code=BROKEN)
     alice.post(reverse("repair", args=[conversion.pk]), {"code": BROKEN, "parse_error": PARSER_ERROR})
-    monkeypatch.setattr(tiny_runtime.model, "generate", lambda **kwargs: 1 / 0)
+    monkeypatch.setattr(tiny_runtime.model, "forward", lambda *args, **kwargs: 1 / 0)
 
     job = run_next(runner)
 

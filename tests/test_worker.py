@@ -91,7 +91,7 @@ def test_two_workers_racing_over_twenty_jobs_run_each_exactly_once(alice, run_wo
     wait_for(lambda: all(finished(c) for c in conversions), timeout=240, what="twenty conversions")
 
     assert {c.status for c in conversions} == {Conversion.Status.DONE}
-    # Every claim counts an attempt: one attempt each means no job ran twice.
+    # Every start counts an attempt: one attempt each means no job ran twice.
     assert [c.attempts for c in conversions] == [1] * 20
     assert len({c.worker for c in conversions}) == 2, "both workers should have taken jobs"
 
@@ -107,7 +107,7 @@ def test_a_job_of_a_killed_worker_completes_after_a_restart(alice, run_worker):
     conversion = upload(alice)
     kill_mid_job(run_worker, conversion)
 
-    run_worker(DESCRIBER_STALE_AFTER_S=1)
+    run_worker(DESCRIBER_STALE_AFTER_S=1, DESCRIBER_HEARTBEAT_S=0.2)
     wait_for(lambda: finished(conversion), timeout=120, what="the retried conversion")
 
     assert conversion.status == Conversion.Status.DONE, conversion.error_message
@@ -118,7 +118,7 @@ def test_a_job_of_a_killed_worker_fails_cleanly_after_the_retry_limit(alice, run
     conversion = upload(alice)
     kill_mid_job(run_worker, conversion)
 
-    run_worker(DESCRIBER_STALE_AFTER_S=1, DESCRIBER_MAX_ATTEMPTS=1)
+    run_worker(DESCRIBER_STALE_AFTER_S=1, DESCRIBER_HEARTBEAT_S=0.2, DESCRIBER_MAX_ATTEMPTS=1)
     wait_for(lambda: finished(conversion), timeout=120, what="the conversion to be given up")
 
     assert conversion.status == Conversion.Status.FAILED

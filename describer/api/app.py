@@ -8,6 +8,7 @@ from ninja.openapi.schema import OpenAPISchema
 
 from describer.api import views
 from describer.api.auth import TokenAuth
+from describer.api.parsing import JsonBodyParser
 from describer.api.problems import PROBLEM_MEDIA_TYPE, install_handlers
 
 DESCRIPTION = """Both jobs of diagramsite for other programs: describe a diagram (diagram → text) and
@@ -39,6 +40,7 @@ api = DiagramsiteApi(
     version="1",
     description=DESCRIPTION,
     auth=TokenAuth(),
+    parser=JsonBodyParser(),
     urls_namespace="api",
 )
 install_handlers(api)

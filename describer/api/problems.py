@@ -34,6 +34,7 @@ def titles() -> dict[int, str]:
         404: _("Not found"),
         405: _("Method not allowed"),
         413: _("Content too large"),
+        415: _("Unsupported media type"),
         422: _("Invalid input"),
         429: _("Too many requests"),
         500: _("Server error"),
@@ -117,6 +118,8 @@ def _on_authentication_error(request: HttpRequest, exc: AuthenticationError) -> 
 
 
 def _on_http_error(request: HttpRequest, exc: HttpError) -> JsonResponse:
+    if isinstance(exc.__cause__, ApiProblem):  # raised by our body parser (parsing.py), wrapped by ninja
+        return problem_response(request, exc.__cause__)
     detail = exc.message
     if exc.status_code == 400 and detail.startswith("Cannot parse request body"):
         detail = _('The request body is not valid JSON. Send a JSON object such as {"text": "…"} '

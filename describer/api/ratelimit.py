@@ -4,10 +4,15 @@ A fixed one-minute window counted in the Redis cache: `add` starts a window's
 counter and `incr` is atomic, so concurrent requests on several web processes
 count correctly. At a window's edge a client may get up to twice the limit in a
 short burst; that is acceptable for protecting the queue.
+
+While Redis is unreachable the limit fails open, with a WARNING in the log: failing
+closed would stop every API client for the outage, while a burst in those seconds
+only lengthens the queue (the jobs are in PostgreSQL).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 
@@ -16,9 +21,11 @@ from django.core.cache import cache
 from django.utils.translation import gettext as _
 
 from describer.api.problems import ApiProblem
+from describer.cache import CacheUnavailable, ThrottledWarning
 from describer.models import ApiToken
 
 WINDOW_SECONDS = 60
+warn_not_enforced = ThrottledWarning(logging.getLogger(__name__), "API rate limit not enforced: the cache is unreachable")
 
 
 def check_job_rate(token: ApiToken) -> None:
@@ -34,6 +41,9 @@ def check_job_rate(token: ApiToken) -> None:
         count = cache.incr(key)
     except ValueError:  # expired between add and incr
         cache.set(key, count := 1, timeout=WINDOW_SECONDS + 5)
+    except CacheUnavailable as error:
+        warn_not_enforced(error)
+        return
     if count > limit:
         retry_after = max(1, math.ceil(window_start + WINDOW_SECONDS - now))
         raise ApiProblem(

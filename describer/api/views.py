@@ -86,11 +86,12 @@ def create_diagram_to_text(
 
 @router.post(
     "/conversions/text-to-diagram",
-    response={201: ConversionOut, **problems(400, 401, 413, 422, 429)},
+    response={201: ConversionOut, **problems(400, 401, 413, 415, 422, 429)},
     summary="Draw a process (text → diagram)",
 )
 def create_text_to_diagram(request: HttpRequest, response: HttpResponse, body: TextIn):
-    """Queue a Mermaid flowchart for a process described in words (JSON: `{"text": "…"}`)."""
+    """Queue a Mermaid flowchart for a process described in words (JSON: `{"text": "…"}`, sent with
+    Content-Type: application/json; another type gets 415, a lone UTF-16 surrogate in the text 400)."""
     check_job_rate(request.auth)
     form = TextForm({"text": body.text})
     if not form.is_valid():

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence, Set
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -244,13 +244,16 @@ class FastDecoder:
         *,
         should_stop: Callable[[], bool] = lambda: False,
         observe: Callable[[torch.Tensor], None] | None = None,
+        dropped: Set[int] = frozenset(),
     ) -> Iterator[list[DecodedToken]]:
         """Yield, step by step, the new token of every row still running.
 
         ``prompts``: one processor output per row (batch of one, on the model's device). The first
         token of a row is yielded right after its own prefill. ``observe``, for checks and benchmarks,
         is called with the rows' raw float32 logits for the first tokens and after every step (this
-        turns off the one-step read-back lag).
+        turns off the one-step read-back lag). Rows whose index is in ``dropped`` (the caller adds
+        them while decoding: a cancelled job) are skipped from the next prefill or step on; their
+        slots keep computing in the fixed-size graph but nothing more is yielded for them.
         """
         if len(prompts) != len(limits) or not prompts:
             raise ValueError("decode() needs one RowLimits per prompt, and at least one prompt.")
@@ -263,6 +266,8 @@ class FastDecoder:
             for row, (inputs, limit) in enumerate(zip(prompts, limits)):
                 if should_stop():
                     return
+                if row in dropped:
+                    continue
                 token = self._prefill(state, row, inputs, prompt_length)
                 finished = limit.max_new_tokens <= 1 or token in self.stack.eos_ids
                 if not finished:
@@ -272,7 +277,7 @@ class FastDecoder:
             state.generated.fill_(1)
             if observe is not None:
                 observe(state.logits[: len(prompts)].clone())
-            yield from self._decode_steps(state, remaining, should_stop, observe)
+            yield from self._decode_steps(state, remaining, should_stop, observe, dropped)
 
     def _state(self, batch: int, length: int) -> _DecodeState:
         key = (batch, length)
@@ -342,6 +347,7 @@ class FastDecoder:
         remaining: dict[int, int],
         should_stop: Callable[[], bool],
         observe: Callable[[torch.Tensor], None] | None,
+        dropped: Set[int] = frozenset(),
     ) -> Iterator[list[DecodedToken]]:
         # With a graph the host reads step k's tokens while step k+1 runs on the GPU; a row's end is
         # then seen one step late, and that extra step's tokens are dropped.
@@ -351,6 +357,10 @@ class FastDecoder:
         in_flight: deque[Callable[[], list[int]]] = deque()
         while remaining:
             if should_stop():
+                return
+            for row in set(dropped).intersection(remaining):  # a copy: the consumer thread adds to it
+                del remaining[row]
+            if not remaining:
                 return
             if launched < budget:
                 state.run()

@@ -89,11 +89,13 @@ class DescriberRuntime:
     ``stream_batch()`` for several jobs at once, and ``embed_image()`` / ``embed_text()`` for
     retrieval. One stream should run at a time.
 
-    Generation runs through ``FastDecoder`` (a static KV cache and, on CUDA, the decode step as one
-    CUDA graph) when it can: ``fast_decode`` on (DESCRIBER_FAST_DECODE), the whole model on one
-    device. Otherwise ``stream()`` uses transformers' ``generate`` (``stream_generate()``), and a
-    batch runs its requests one after another through it.
+    Generation runs through ``FastDecoder`` (a static KV cache) whenever the whole model is on one
+    device; ``cuda_graphs`` (DESCRIBER_CUDA_GRAPHS) replays its decode step as one CUDA graph on
+    CUDA, and off it runs the same step eagerly. A model partly offloaded to the CPU uses
+    transformers' ``generate`` (``stream_generate()``), a batch one request after another.
     """
+
+    available = True  # the worker's UnavailableRuntime says False
 
     def __init__(
         self,
@@ -104,7 +106,7 @@ class DescriberRuntime:
         model_name: str,
         is_tiny: bool = False,
         time_limit_s: float | None = None,
-        fast_decode: bool = True,
+        cuda_graphs: bool = True,
     ) -> None:
         self.model = model
         self.processor = processor
@@ -112,7 +114,7 @@ class DescriberRuntime:
         self.model_name = model_name
         self.is_tiny = is_tiny
         self.time_limit_s = time_limit_s  # only for the GenerationTimeout message
-        self.decoder = _fast_decoder(model, cuda_graphs=fast_decode)
+        self.decoder = _fast_decoder(model, cuda_graphs=cuda_graphs)
         if model is not None and model.device.type == "cuda":
             # cuDNN's fused attention, once it has run out of memory, failed every later call in
             # the process ("mha_graph.execute(...).is_good()", torch 2.11 on an H100); flash and
@@ -131,7 +133,7 @@ class DescriberRuntime:
         cache_dir: str = "",
         max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
         time_limit_s: float | None = None,
-        fast_decode: bool = True,
+        cuda_graphs: bool = True,
     ) -> DescriberRuntime:
         vlm_source, clip_source = str(vlm_source), str(clip_source)
         model, processor = load_vlm(
@@ -152,7 +154,7 @@ class DescriberRuntime:
             model_name=name,
             is_tiny=tiny,
             time_limit_s=time_limit_s,
-            fast_decode=fast_decode,
+            cuda_graphs=cuda_graphs,
         )
 
     @classmethod
@@ -169,7 +171,7 @@ class DescriberRuntime:
             cache_dir=settings.MODEL_CACHE_DIR,
             max_pixels=getattr(settings, "DESCRIBER_MAX_PIXELS", DEFAULT_MAX_IMAGE_PIXELS),
             time_limit_s=getattr(settings, "DESCRIBER_TIME_LIMIT_S", None),
-            fast_decode=getattr(settings, "DESCRIBER_FAST_DECODE", True),
+            cuda_graphs=getattr(settings, "DESCRIBER_CUDA_GRAPHS", True),
         )
 
     @property
@@ -217,7 +219,7 @@ class DescriberRuntime:
         here (CUDA OOM as OutOfMemory). Stopping the iteration early (``close()``, ``break``)
         stops the generate thread as well.
         """
-        if self.decoder is not None and self.decoder.cuda_graphs:
+        if self.decoder is not None:
             # closing(): an abandoned stream stops its decode thread now, not when collected.
             with closing(self._stream_decoded([request], deadline)) as chunks:
                 yield from (chunk for _, chunk in chunks if chunk)
@@ -225,25 +227,34 @@ class DescriberRuntime:
         yield from self.stream_generate(request, deadline=deadline)
 
     def stream_batch(
-        self, requests: list[GenerationRequest], *, deadline: float | None = None
+        self, requests: list[GenerationRequest], *, deadline: float | None = None, stopped: set[int] | None = None
     ) -> Iterator[tuple[int, StreamChunk]]:
         """Generate several requests together; yield ``(index, chunk)`` as each request's text grows.
 
         Each request's output is what it would get alone (greedy; rows are padded and masked apart).
         When a request is done, an empty chunk with ``final`` set says so (its ``tokens`` are any not
         yet counted), so its job can be finished while the others still run. Deadline, errors and
-        early closing behave as in ``stream()``, for the whole batch.
+        early closing behave as in ``stream()``, for the whole batch. A row whose index the caller
+        adds to ``stopped`` (its job was cancelled) leaves the batch at the next decode step and
+        yields nothing more; the other rows go on.
         """
+        stopped = stopped if stopped is not None else set()
         if self.decoder is None:
             for index, request in enumerate(requests):
+                if index in stopped:
+                    continue
                 with closing(self.stream_generate(request, deadline=deadline)) as chunks:
-                    yield from ((index, chunk) for chunk in chunks)
-                yield index, StreamChunk("", 0, final=True)
+                    for chunk in chunks:
+                        if index in stopped:
+                            break
+                        yield index, chunk
+                if index not in stopped:
+                    yield index, StreamChunk("", 0, final=True)
             return
-        yield from self._stream_decoded(requests, deadline)
+        yield from self._stream_decoded(requests, deadline, stopped)
 
     def _stream_decoded(
-        self, requests: list[GenerationRequest], deadline: float | None
+        self, requests: list[GenerationRequest], deadline: float | None, stopped: set[int] | None = None
     ) -> Iterator[tuple[int, StreamChunk]]:
         started = time.monotonic()
         if deadline is not None and started >= deadline:
@@ -255,12 +266,13 @@ class DescriberRuntime:
             prompts = [self.prepare_inputs([request]) for request in requests]
         limits = [RowLimits(request.max_new_tokens, request.min_new_tokens) for request in requests]
         stop = _StopSignal(deadline)
-        thread = _DecodeThread(self.decoder, prompts, limits, stop)
+        stopped = stopped if stopped is not None else set()
+        thread = _DecodeThread(self.decoder, prompts, limits, stop, stopped)
         del prompts
         thread.start()
         rows = [_RowText(self.processor.tokenizer, index) for index in range(len(requests))]
         try:
-            yield from _drain_decoded(thread, rows)
+            yield from _drain_decoded(thread, rows, stopped)
         finally:
             stop.request_stop()
             thread.join()
@@ -356,18 +368,23 @@ class _GenerateThread(threading.Thread):
 class _DecodeThread(threading.Thread):
     """Runs ``FastDecoder.decode`` and hands each step's tokens over a queue (None at the end)."""
 
-    def __init__(self, decoder: FastDecoder, prompts: list[Any], limits: list[RowLimits], stop: _StopSignal) -> None:
+    def __init__(
+        self, decoder: FastDecoder, prompts: list[Any], limits: list[RowLimits], stop: _StopSignal, dropped: set[int]
+    ) -> None:
         super().__init__(name="describer-generate", daemon=True)
         self._decoder = decoder
         self._prompts = prompts
         self._limits = limits
         self._signal = stop
+        self._dropped = dropped
         self.steps: queue.Queue[list[Any] | None] = queue.Queue()
         self.error: BaseException | None = None
 
     def run(self) -> None:
         try:
-            for step in self._decoder.decode(self._prompts, self._limits, should_stop=self._signal.should_stop):
+            for step in self._decoder.decode(
+                self._prompts, self._limits, should_stop=self._signal.should_stop, dropped=self._dropped
+            ):
                 self.steps.put(step)
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer thread
             self.error = exc
@@ -427,7 +444,9 @@ class _RowText:
         return after[len(before) :]
 
 
-def _drain_decoded(thread: _DecodeThread, rows: list[_RowText]) -> Iterator[tuple[int, StreamChunk]]:
+def _drain_decoded(
+    thread: _DecodeThread, rows: list[_RowText], stopped: set[int]
+) -> Iterator[tuple[int, StreamChunk]]:
     while True:
         try:
             step = thread.steps.get(timeout=STREAM_POLL_S)
@@ -438,7 +457,8 @@ def _drain_decoded(thread: _DecodeThread, rows: list[_RowText]) -> Iterator[tupl
         if step is None:
             return
         for decoded in step:
-            yield from rows[decoded.row].add(decoded.token, decoded.finished)
+            if decoded.row not in stopped:  # tokens already in flight when the row was stopped
+                yield from rows[decoded.row].add(decoded.token, decoded.finished)
 
 
 class _CountingStreamer(TextIteratorStreamer):

@@ -1,5 +1,5 @@
-"""`runworker describer-gpu`: Channels' runworker, plus the model runtime and
-the job loop for the describer channel. Other channels run unchanged."""
+"""`runworker describer-gpu`: Channels' runworker, plus the model runtime, the job loop and the
+heartbeat for the describer channel. Other channels run unchanged."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import signal
 
 from channels.management.commands.runworker import Command as ChannelsRunworker
 from django.conf import settings
+from django.core.management import CommandError
 
 from describer import worker
 
@@ -16,10 +17,14 @@ log = logging.getLogger("describer.worker")
 
 class Command(ChannelsRunworker):
     help = "Run a Channels worker; for the describer-gpu channel, load the models and run conversions."
+    worker_class = worker.ResilientWorker
 
     def handle(self, *args, **options):
         if settings.WORKER_CHANNEL not in options["channels"]:
             return super().handle(*args, **options)
+        problems = worker.timing_problems()
+        if problems:
+            raise CommandError("The worker's timing settings contradict each other:\n- " + "\n- ".join(problems))
         # Only the worker process imports torch, and only here.
         from describer.inference.errors import InferenceError
         from describer.inference.runtime import DescriberRuntime
@@ -39,9 +44,9 @@ class Command(ChannelsRunworker):
         except KeyboardInterrupt:
             pass
         finally:
-            # Let the running job notice, give it back to the queue, and exit.
+            # Let the running jobs notice, give them back to the queue, and exit.
             loop.stop()
-            loop.thread.join(timeout=30)
+            loop.join(timeout=30)
 
     def on_sigterm(self, signum, frame):
         raise KeyboardInterrupt

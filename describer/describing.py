@@ -1,0 +1,62 @@
+"""Diagram → text in the worker: prepare the generation request (image, retrieved examples),
+then finish from the model's text (structured by describer/postprocess.py).
+
+One of the two job kinds (the other is describer/drawing.py); describer/pipeline.py runs both
+the same way. Nothing here imports torch at module level: the runtime is passed in.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from django.conf import settings
+
+from describer import postprocess, prompts
+from describer.images import load_for_model
+from describer.models import Conversion, ConversionExample, Example
+
+if TYPE_CHECKING:
+    from describer.inference.runtime import DescriberRuntime
+    from describer.progress import JobProgress
+
+
+class Describe:
+    kind = Conversion.Kind.DIAGRAM_TO_TEXT
+
+    def prepare(self, runtime: DescriberRuntime, job: Conversion, progress: JobProgress, timings: dict) -> list[dict]:
+        """Preprocessing and retrieval: the chat messages for the model."""
+        started = time.monotonic()
+        progress.stage(Conversion.Stage.PREPROCESSING)
+        image = load_for_model(job.input_image.path, settings.DESCRIBER_MAX_PIXELS)
+        timings["preprocessing_s"] = round(time.monotonic() - started, 3)
+
+        progress.stage(Conversion.Stage.RETRIEVAL)
+        started = time.monotonic()
+        examples = retrieve(runtime, job, image)
+        timings["retrieval_s"] = round(time.monotonic() - started, 3)
+        return prompts.describe_messages(image, [example.description for example in examples], job.language)
+
+    def result(self, job: Conversion, text: str) -> tuple[dict, None]:
+        """The finishing fields of the row, from the model's whole text."""
+        structure = postprocess.structure_description(text, job.language)
+        return {"output_text": structure.to_markdown(), "output_structure": structure.as_dict()}, None
+
+
+def retrieve(runtime: DescriberRuntime, job: Conversion, image) -> list[Example]:
+    """The curated examples nearest to the image, recorded as the ones this job's prompt used."""
+    embedding = runtime.embed_image(image)
+    examples = list(
+        Example.objects.nearest(embedding, k=settings.RETRIEVAL_K, max_distance=settings.RETRIEVAL_MAX_DISTANCE)
+    )
+    record_examples_used(job, examples)
+    return examples
+
+
+def record_examples_used(job: Conversion, examples: list[Example]) -> None:
+    ConversionExample.objects.filter(conversion=job).delete()
+    ConversionExample.objects.bulk_create(
+        # Similarity 0 marks an example picked without an embedding (text → diagram's fallback).
+        ConversionExample(conversion=job, example=example, similarity=1 - getattr(example, "distance", 1), rank=rank)
+        for rank, example in enumerate(examples, 1)
+    )
