@@ -49,6 +49,7 @@ REPO = Path(__file__).resolve().parent.parent
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 SCENARIOS = ("two-workers", "kill9", "redis", "postgres")
 FINAL_STATUSES = ("done", "failed", "cancelled")
+FINAL_LIST = list(FINAL_STATUSES)  # psycopg adapts a list, not a tuple
 DB_NAME = "faults"
 # Timing settings divided by --scale (the batch size is passed unscaled). Fallbacks for a
 # settings.py that lacks one; DESCRIBER_HEARTBEAT_S is new (older code ignores it).
@@ -448,6 +449,9 @@ class FaultRun:
                 **timings,
             }
         )
+        log(f"  workers: cwd {self.project}, POSTGRES_HOST/PORT/DB/USER, REDIS_URL,"
+            f" CHANNELS_PREFIX={env['CHANNELS_PREFIX']}, MEDIA_ROOT, DESCRIBER_MODEL=tiny, TINY_MODELS_DIR,"
+            " HF_HUB_OFFLINE=1, LOG_LEVEL=INFO and:")
         for note in notes:
             log(f"  {note}")
         log(f"  DESCRIBER_MIN_NEW_TOKENS=DESCRIBER_MAX_NEW_TOKENS={tokens}, OMP_NUM_THREADS={self.args.threads}")
@@ -491,11 +495,11 @@ class FaultRun:
             return None
 
     def unfinished_count(self) -> int | None:
-        rows = self.execute("SELECT count(*) FROM describer_conversion WHERE status <> ALL(%s)", (list(FINAL_STATUSES),))
+        rows = self.execute("SELECT count(*) FROM describer_conversion WHERE status <> ALL(%s)", (FINAL_LIST,))
         return None if rows is None else rows[0][0]
 
     def finished_count(self) -> int | None:
-        rows = self.execute("SELECT count(*) FROM describer_conversion WHERE status = ANY(%s)", (list(FINAL_STATUSES),))
+        rows = self.execute("SELECT count(*) FROM describer_conversion WHERE status = ANY(%s)", (FINAL_LIST,))
         return None if rows is None else rows[0][0]
 
     def update_counter(self) -> int | None:
@@ -513,8 +517,9 @@ class FaultRun:
 
         for index in range(count):
             if index % 2 == 0:
-                image = normalise_upload(diagram_png(f"Step {index}"), f"flow-{index}.png")
-                services.conversion_create_from_image(owner=self.owner, image=image, original_filename=f"flow-{index}.png")
+                filename = f"flow-{index}.png"
+                image = normalise_upload(diagram_png(f"Step {index}"), filename)
+                services.conversion_create_from_image(owner=self.owner, image=image, original_filename=filename)
             else:
                 text = (f"Order {index}: the clerk receives the order, checks the stock, ships the goods "
                         "when they are there and otherwise asks the supplier, then sends the invoice.")
@@ -608,7 +613,7 @@ class FaultRun:
         kills, restarts = 0, 0
         deadline = time.monotonic() + self.args.timeout
         while kills < self.args.kills and time.monotonic() < deadline and self.unfinished_count() != 0:
-            sleep_until(lambda: worker.is_ready() or worker.process.poll() is not None, 60)
+            self.wait_ready(worker)
             delay = self.rng.uniform(0.2, self.args.kill_span)
             ended = sleep_until(lambda: worker.process.poll() is not None or self.unfinished_count() == 0, delay)
             if self.unfinished_count() == 0:
@@ -642,8 +647,9 @@ class FaultRun:
         sleep_until(lambda: (self.finished_count() or 0) >= 4 or not pool.alive(), self.args.timeout)
         log(f"  stopping {scenario} at {time.monotonic() - started:.1f} s for {self.args.outage:g} s")
         stop()
-        sleep_until(lambda: pool.count_exits() == [] and False, self.args.outage)  # counts exits meanwhile
+        time.sleep(self.args.outage)
         start()
+        pool.count_exits()
         log(f"  {scenario} back at {time.monotonic() - started:.1f} s; workers alive: {len(pool.alive())}")
         self.wait_all_finished(pool, self.args.timeout)
         wall = time.monotonic() - started
@@ -654,6 +660,13 @@ class FaultRun:
         else:
             self.require(figures, worker_exits=0, lost=0, run_twice=0, failed_never_started=0)
         return figures
+
+    def wait_ready(self, worker: Worker) -> None:
+        """Until the worker logs that it is ready or writes to a job (it is the only one alive), or ends."""
+        updates = self.update_counter()
+        sleep_until(
+            lambda: worker.is_ready() or self.update_counter() != updates or worker.process.poll() is not None, 60
+        )
 
     def begin(self, scenario: str, *, jobs: int) -> tuple[WorkerPool, float]:
         log(f"scenario {scenario}: {jobs} mixed jobs")
@@ -750,10 +763,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tokens", type=int, default=600, help="forced output length of every job (default 600)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the kill moments (default 1)")
     parser.add_argument("--kills", type=int, default=10, help="kill -9s in the kill9 scenario (default 10)")
-    parser.add_argument("--kill-span", type=float, default=6, help="a kill comes 0.2..SPAN s after ready (default 6)")
+    parser.add_argument("--kill-span", type=float, default=8, help="a kill comes 0.2..SPAN s after ready (default 8)")
     parser.add_argument("--outage", type=float, default=20, help="seconds Redis/PostgreSQL stay down (default 20)")
     parser.add_argument("--timeout", type=float, default=180, help="give up on a scenario after this (default 180 s)")
-    parser.add_argument("--quiet", type=float, default=3, help="after the last job: wait until no row changed for this long")
+    parser.add_argument("--quiet", type=float, default=3, help="at the end, wait until no row changed this long")
     parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of each worker (default 1)")
     parser.add_argument("--tail", type=int, default=40, help="log lines shown per worker when a must-hold fails")
     parser.add_argument("--json", help="also write the figures to this file")
@@ -779,7 +792,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Summary ({args.project}, scale {args.scale:g}, {args.tokens} tokens a job, seed {args.seed}; "
           f"{time.monotonic() - began:.0f} s in all)")
     print(table(results))
-    failed = [f"{figures.scenario}: {check}" for figures in results for check, held in figures.must_hold.items() if not held]
+    failed = [f"{row.scenario}: {check}" for row in results for check, held in row.must_hold.items() if not held]
     print("must hold: " + ("all held" if not failed else "FAILED: " + "; ".join(failed)))
     if args.json:
         Path(args.json).write_text(json.dumps([figures.__dict__ for figures in results], indent=2, default=str))

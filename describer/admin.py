@@ -14,7 +14,7 @@ from django.utils.translation import gettext_lazy as _
 
 from describer import examples
 from describer.images import check_extension, check_size, decode_fully, open_checked
-from describer.models import Conversion, ConversionExample, Example
+from describer.models import Conversion, ConversionExample, Example, Worker
 from describer.postprocess import structure_description
 from describer.services import wake_worker
 
@@ -153,6 +153,24 @@ class ConversionExampleInline(admin.TabularInline):
     extra = 0
     can_delete = False
     readonly_fields = ["example", "similarity", "rank"]
+
+
+@admin.register(Worker)
+class WorkerAdmin(admin.ModelAdmin):
+    """The workers page: each running worker's own report (its heartbeat), read-only."""
+
+    list_display = ["name", "online", "model_name", "device", "batch_size", "jobs_in_hand", "started_at", "last_seen_at"]
+    search_fields = ["name", "host"]
+
+    @admin.display(boolean=True, description=_("online"))
+    def online(self, obj: Worker) -> bool:
+        return obj.is_online
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
 
 
 @admin.register(Conversion)

@@ -6,9 +6,9 @@ here: asgi.py wraps the router in AllowedHostsOriginValidator.
 
 While Redis (the channel layer) is unreachable the page gets what PostgreSQL
 knows, with a notice that live updates are paused, and the socket is closed with
-1013 ("try again later"), after which htmx-ext-ws reconnects by itself; each
-reconnect catches up from the database, and the first one after Redis is back
-is live again. A layer failure mid-session closes the same way.
+4503, after which static/js/live.js reconnects with a backoff; each reconnect
+catches up from the database, and the first one after Redis is back is live
+again. A layer failure mid-session closes the same way.
 """
 
 from __future__ import annotations
@@ -31,8 +31,9 @@ from describer.progress import group_name
 
 CLOSE_NOT_LOGGED_IN = 4401
 CLOSE_NOT_FOUND = 4404
-# htmx-ext-ws reconnects after 1006, 1011, 1012 and 1013 only.
-CLOSE_TRY_AGAIN_LATER = 1013
+# "Redis is down, come back later". Not 1013: a server may only send 1000 or 3000-4999
+# (autobahn, under daphne, refuses others), so the page's live.js reconnects after it.
+CLOSE_LIVE_PAUSED = 4503
 QUEUE_REFRESH_SECONDS = 2
 # A Redis that accepts no connections or does not answer must not hold a socket open for long.
 LAYER_TIMEOUT_SECONDS = 2
@@ -93,7 +94,7 @@ class ConversionProgressConsumer(AsyncWebsocketConsumer):
         await self.send_live(conversion, stage=conversion.stage, text=conversion.output_raw,
                              tokens=conversion.tokens_generated, elapsed=None, paused=not live)
         if not live:
-            await self.close(code=CLOSE_TRY_AGAIN_LATER)
+            await self.close(code=CLOSE_LIVE_PAUSED)
         elif conversion.status == Conversion.Status.QUEUED:
             self.queue_task = asyncio.create_task(self.watch_queue(user))
 
@@ -129,7 +130,7 @@ class ConversionProgressConsumer(AsyncWebsocketConsumer):
         if self.in_group:
             if self.queue_task:
                 self.queue_task.cancel()
-            await self.close(code=CLOSE_TRY_AGAIN_LATER)
+            await self.close(code=CLOSE_LIVE_PAUSED)
 
     async def conversion_progress(self, event: dict) -> None:
         if self.queue_task:

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Case, F, When
+from django.db.models import Case, F, IntegerField, When
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
@@ -149,7 +149,9 @@ def release(job: Conversion, worker_name: str) -> bool:
     """Give a job back (the worker is stopping): a started attempt does not count."""
     took = _held(job, worker_name).update(
         status=Status.QUEUED,
-        attempts=Case(When(started_at__isnull=False, then=F("attempts") - 1), default=F("attempts")),
+        attempts=Case(
+            When(started_at__isnull=False, then=F("attempts") - 1), default=F("attempts"), output_field=IntegerField()
+        ),
         **_FRESH_RUN,
     )
     if took:

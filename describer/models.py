@@ -190,6 +190,10 @@ class Conversion(models.Model):
         return self.attempts if running_on_model else self.attempts + 1
 
     @property
+    def max_attempts(self) -> int:
+        return settings.DESCRIBER_MAX_ATTEMPTS
+
+    @property
     def is_restarted(self) -> bool:
         """Waiting or running again after a worker died while it ran."""
         return not self.is_finished and self.attempt_number >= 2
@@ -215,7 +219,13 @@ class Conversion(models.Model):
         return ahead + 1
 
     def queue_estimate(self) -> QueueEstimate:
-        """Where the job stands while it waits: workers online, position, estimated wait."""
+        """Where the job stands while it waits: workers online, position, estimated wait
+        (computed once per loaded object: a page asks for it several times)."""
+        if getattr(self, "_queue_estimate", None) is None:
+            self._queue_estimate = self._estimate_queue()
+        return self._queue_estimate
+
+    def _estimate_queue(self) -> QueueEstimate:
         workers = list(Worker.objects.online())
         position = self.queue_position()
         if not workers or position is None:

@@ -14,6 +14,7 @@ urlpatterns = [
     path("c/<uuid:pk>/", views.detail, name="detail"),
     path("c/<uuid:pk>/delete/", views.delete, name="delete"),
     path("c/<uuid:pk>/retry/", views.retry, name="retry"),
+    path("c/<uuid:pk>/cancel/", views.cancel, name="cancel"),
     path("c/<uuid:pk>/image/", views.image, name="image"),
     path("c/<uuid:pk>/thumbnail/", views.thumbnail, name="thumbnail"),
     path("examples/<int:pk>/image/", views.example_image, name="example_image"),

@@ -202,6 +202,16 @@ def retry(request: HttpRequest, pk) -> HttpResponse:
     return _redirect(request, conversion.get_absolute_url())
 
 
+@require_POST
+def cancel(request: HttpRequest, pk) -> HttpResponse:
+    conversion = _get_conversion_for_user(request, pk)
+    try:
+        services.conversion_cancel(conversion)
+    except services.ConversionStateError as error:
+        messages.info(request, str(error))
+    return _redirect(request, conversion.get_absolute_url())
+
+
 # --- Text → diagram: the Mermaid editor, repairs, export, the round trip ----------------
 
 

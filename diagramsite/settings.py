@@ -79,6 +79,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Content-Security-Policy (CONTENT_SECURITY_POLICY below), plus the host's ws:/wss: addresses.
+    "describer.middleware.ContentSecurityPolicyMiddleware",
     # Static files from daphne itself (htmx, mermaid, css): no separate file server needed.
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -86,6 +88,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Cache-Control: private on every response to a signed-in user or an API token.
+    "describer.middleware.PrivateCacheMiddleware",
     # Every page needs a session unless its view says @login_not_required.
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -280,6 +284,26 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 SESSION_COOKIE_HTTPONLY = True
+# Content-Security-Policy (django-csp 4). Scripts only from the site's own files: no inline
+# scripts, event-handler attributes or eval anywhere (htmx's allowEval is off, base.html).
+# connect-src also gets ws:// and wss:// of the request's host (describer/middleware.py).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        # Mermaid writes a <style> element into every SVG it draws and sets style attributes,
+        # and cannot carry a nonce (a nonce would also switch 'unsafe-inline' off): inline
+        # styles must stay allowed. Styles cannot run code; scripts stay locked down.
+        "style-src": ["'self'", "'unsafe-inline'"],
+        # data: for Mermaid's and Swagger UI's inline images, blob: for the PNG export's SVG.
+        "img-src": ["'self'", "data:", "blob:"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    },
+}
 
 LOGGING = {
     "version": 1,

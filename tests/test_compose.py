@@ -73,7 +73,9 @@ def test_worker_runs_the_describer_channel_without_migrating():
     worker = SERVICES["worker"]
     assert worker["command"] == ["python", "manage.py", "runworker", "describer-gpu"]
     assert environment("worker")["MIGRATE_ON_START"] == "0"
-    assert worker["healthcheck"] == {"disable": True}
+    # Healthy while its worker reports: `worker_alive` reads the worker's heartbeat row.
+    assert worker["healthcheck"]["test"] == ["CMD", "python", "manage.py", "worker_alive"]
+    assert worker["healthcheck"]["start_period"] in ("900s", 900)
     assert worker["image"] == SERVICES["web"]["image"]
 
 

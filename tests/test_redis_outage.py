@@ -13,6 +13,7 @@ import re
 import signal
 import socket
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,9 +30,9 @@ from django.test import Client
 
 from describer.api.tokens import api_token_create
 from describer.cache import CacheUnavailable, FailSafeRedisCache
-from describer.consumers import CLOSE_TRY_AGAIN_LATER
+from describer.consumers import CLOSE_LIVE_PAUSED
 from describer.models import Conversion
-from describer.progress import Broadcaster, JobProgress
+from describer.progress import Broadcaster
 from diagramsite.asgi import application
 from tests.browser import log_in
 from tests.conftest import PASSWORD, diagram_png
@@ -255,6 +256,12 @@ async def socket_for(client, user, conversion) -> WebsocketCommunicator:
     return comm
 
 
+async def running_conversion(make_conversion) -> Conversion:
+    return await database_sync_to_async(make_conversion)(
+        status=Conversion.Status.RUNNING, stage=Conversion.Stage.GENERATION, output_raw="Order received", image=False
+    )
+
+
 async def next_close(comm: WebsocketCommunicator, timeout: float = 5) -> dict:
     """The close, past any queue refreshes sent before it."""
     deadline = time.monotonic() + timeout
@@ -270,14 +277,14 @@ async def test_without_the_layer_the_page_gets_the_state_a_notice_and_a_close_to
     client, user, make_conversion, settings, caplog
 ):
     settings.CHANNEL_LAYERS = layer_at(dead_redis_url())
-    conversion = await database_sync_to_async(make_conversion)()
+    conversion = await running_conversion(make_conversion)
     comm = await socket_for(client, user, conversion)
 
     html = await comm.receive_from(timeout=5)
-    assert "position 1" in html  # what the database knows
+    assert "Order received" in html  # what the database knows
     assert re.search(r'<p id="live-paused"[^>]*role="status">', html)  # shown: no `hidden`
     assert PAUSED in html
-    assert (await next_close(comm))["code"] == CLOSE_TRY_AGAIN_LATER
+    assert (await next_close(comm))["code"] == CLOSE_LIVE_PAUSED
     await comm.disconnect()
     assert errors_in(caplog.records) == []
 
@@ -288,13 +295,13 @@ async def test_a_layer_failure_mid_session_closes_the_socket_to_reconnect_withou
     client, user, make_conversion, settings, caplog, redis_up
 ):
     settings.CHANNEL_LAYERS = layer_at(redis_up.url)
-    conversion = await database_sync_to_async(make_conversion)()
+    conversion = await running_conversion(make_conversion)
     comm = await socket_for(client, user, conversion)
     html = await comm.receive_from(timeout=5)
     assert re.search(r'<p id="live-paused"[^>]*hidden', html)  # live: the notice stays hidden
 
     redis_up.kill()
-    assert (await next_close(comm))["code"] == CLOSE_TRY_AGAIN_LATER
+    assert (await next_close(comm))["code"] == CLOSE_LIVE_PAUSED
     await comm.disconnect()  # leaving the group fails too: a warning, not a traceback
     assert errors_in(caplog.records) == []
 
@@ -368,6 +375,23 @@ def test_logins_pages_uploads_and_the_api_answer_while_redis_is_down(site, redis
     assert answered(before.get(f"{site.url}/", timeout=10)).status_code == 200
 
 
+def send_progress(conversion: Conversion, text: str) -> None:
+    """One progress event as JobProgress.publish sends it, from a thread of its own, as in the
+    worker (Playwright's sync API holds an event loop in this one)."""
+
+    def send() -> None:
+        broadcaster = Broadcaster()
+        try:
+            broadcaster.send(conversion.pk, {"type": "conversion.progress", "stage": Conversion.Stage.GENERATION,
+                                             "text": text, "tokens": 2, "elapsed": 0.5})
+        finally:
+            broadcaster.close()
+
+    thread = threading.Thread(target=send)
+    thread.start()
+    thread.join(10)
+
+
 COUNT_SOCKET_OPENS = """
 window.socketOpens = 0;
 document.addEventListener("htmx:wsOpen", function () { window.socketOpens += 1; });
@@ -385,7 +409,7 @@ def test_a_progress_page_says_live_updates_are_paused_until_redis_is_back(
     page.add_init_script(COUNT_SOCKET_OPENS)
     log_in(page, site.url, user.username, PASSWORD)
     page.goto(f"{site.url}/c/{conversion.id}/")
-    page.wait_for_function("window.socketOpens >= 1")
+    page.wait_for_function("() => window.socketOpens >= 1")  # a function, not a string: CSP forbids eval
     notice = page.locator("#live-paused")
     assert notice.is_hidden()
     log_start = site.log_size()
@@ -396,14 +420,10 @@ def test_a_progress_page_says_live_updates_are_paused_until_redis_is_back(
 
     redis_up.start()
     notice.wait_for(state="hidden", timeout=15_000)
-    # Live again: progress as the worker sends it reaches the page.
+    # Live again: progress, sent as the worker sends it, reaches the page.
     settings.CHANNEL_LAYERS = layer_at(redis_up.url)
-    broadcaster = Broadcaster()
-    try:
-        JobProgress(conversion, broadcaster).add_text("Order received", tokens=2)
-    finally:
-        broadcaster.close()
-    page.wait_for_function("document.querySelector('#live-text').textContent.includes('Order received')",
+    send_progress(conversion, "Order received")
+    page.wait_for_function("() => document.querySelector('#live-text').textContent.includes('Order received')",
                            timeout=5_000)
     assert notice.is_hidden()
     assert page_errors == []

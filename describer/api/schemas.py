@@ -56,9 +56,18 @@ class ExampleUsedOut(Schema):
 class ConversionOut(Schema):
     id: UUID
     kind: Conversion.Kind
-    status: Conversion.Status = Field(description="queued → running → done or failed.")
+    status: Conversion.Status = Field(
+        description="queued → running → done or failed; queued or running → cancelled by its owner."
+    )
     stage: Conversion.Stage = Field(description="What the worker is doing now.")
     queue_position: int | None = Field(description="1 for the next job to run; null once it is no longer waiting.")
+    estimated_wait_s: int | None = Field(
+        description="While queued: the estimated wait in seconds; null when no worker is online or nothing "
+        "has finished yet to judge by."
+    )
+    workers_online: int | None = Field(description="While queued: how many workers are online (0: it waits for one).")
+    attempt: int = Field(description="The attempt running now (or next, while queued); above 1 after a worker died.")
+    max_attempts: int = Field(description="DESCRIBER_MAX_ATTEMPTS: after this many the job is given up.")
     title: str
     language: Conversion.Language = Field(description='Language of the description; "" = the diagram\'s own.')
     original_filename: str = Field(description="Diagram → text: the uploaded file's name.")
@@ -89,6 +98,18 @@ class ConversionOut(Schema):
     @staticmethod
     def resolve_queue_position(obj: Conversion) -> int | None:
         return obj.queue_position()
+
+    @staticmethod
+    def resolve_estimated_wait_s(obj: Conversion) -> int | None:
+        return obj.queue_estimate().wait_s if obj.status == Conversion.Status.QUEUED else None
+
+    @staticmethod
+    def resolve_workers_online(obj: Conversion) -> int | None:
+        return obj.queue_estimate().workers if obj.status == Conversion.Status.QUEUED else None
+
+    @staticmethod
+    def resolve_attempt(obj: Conversion) -> int:
+        return obj.attempt_number if not obj.is_finished else obj.attempts
 
     @staticmethod
     def resolve_url(obj: Conversion, context) -> str:

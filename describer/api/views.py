@@ -151,6 +151,23 @@ def delete_conversion(request: HttpRequest, conversion_id: UUID):
     return Status(204, None)
 
 
+@router.post(
+    "/conversions/{uuid:conversion_id}/cancel",
+    response={200: ConversionOut, **problems(401, 404, 409)},
+    summary="Cancel a queued or running conversion",
+)
+def cancel_conversion(request: HttpRequest, conversion_id: UUID):
+    """A queued conversion is cancelled at once; a running one stops at its worker's next decode step
+    after the worker sees it (within DESCRIBER_STREAM_INTERVAL_MS), while the rest of its batch goes
+    on. The status becomes `cancelled`. A conversion that has already ended gets 409."""
+    conversion = _get_conversion_for_token(request, conversion_id)
+    try:
+        services.conversion_cancel(conversion)
+    except services.ConversionStateError as error:
+        raise ApiProblem(409, str(error)) from None
+    return Status(200, _get_conversion_for_token(request, conversion_id))
+
+
 EVENTS_DESCRIPTION = """Follow a conversion live as Server-Sent Events (`text/event-stream`), the same
 progress the web page shows. Events, each with one line of JSON data:
 

@@ -1,40 +1,44 @@
-// Live progress pages (the WebSocket of describer/consumers.py): while the socket is closed and
-// htmx-ext-ws is reconnecting, show the "live updates are paused" notice of _live.html, so that a
-// page that stopped moving is not taken for a job that stopped. The server's first message after
-// each (re)connect decides again: it hides the notice when live, shows it while Redis is down.
+// Live progress pages (describer/consumers.py): while the page's WebSocket is down, show the
+// "live updates are paused" notice of _live.html, so that a page that stopped moving is not
+// taken for a job that stopped. The server's first message after every (re)connect decides
+// again: it hides the notice when the page is live, and shows it while Redis is down.
 (function () {
   "use strict";
 
-  // The close codes after which htmx-ext-ws reconnects (1013: the server's "try again later").
-  var RECONNECTING = [1006, 1011, 1012, 1013];
+  // The server's "Redis is down, come back later" (it may not send 1012 or 1013). htmx-ext-ws
+  // does not reconnect after it, so this file does, backing off while the outage lasts.
+  var CLOSE_LIVE_PAUSED = 4503;
+  // The close codes after which htmx-ext-ws reconnects by itself (daphne restarted, network).
+  var EXTENSION_RECONNECTS = [1006, 1011, 1012, 1013];
   var FIRST_DELAY_MS = 500;
   var MAX_DELAY_MS = 10000;
-  var STEADY_MS = 3000;
 
-  var closesInARow = 0;
-  var steadyTimer = null;
+  var pausedInARow = 0;
+
+  function reconnectDelay() {
+    var ceiling = Math.min(MAX_DELAY_MS, FIRST_DELAY_MS * Math.pow(2, pausedInARow));
+    return ceiling / 2 + Math.random() * ceiling / 2;  // jittered: pages of one outage spread out
+  }
 
   document.addEventListener("htmx:wsClose", function (event) {
-    clearTimeout(steadyTimer);
-    var reconnecting = RECONNECTING.indexOf(event.detail.event.code) >= 0;
-    if (reconnecting) closesInARow += 1;
+    var element = event.target;
+    var code = event.detail.event.code;
+    var paused = code === CLOSE_LIVE_PAUSED;
+    var notice = element.querySelector(".live-paused");
+    // No reconnect coming (finished, not logged in, not found): promise none.
+    if (notice) notice.hidden = !(paused || EXTENSION_RECONNECTS.indexOf(code) >= 0);
+    if (!paused) return;
+    var socket = event.detail.socketWrapper;
+    setTimeout(function () {
+      if (document.body.contains(element)) socket.reconnect();
+    }, reconnectDelay());
+    pausedInARow += 1;
+  });
+
+  // A message that leaves the notice hidden came from a live socket: the next outage backs off
+  // from the start again.
+  document.addEventListener("htmx:wsAfterMessage", function (event) {
     var notice = event.target.querySelector(".live-paused");
-    if (notice) notice.hidden = !reconnecting;  // no reconnect coming: do not promise one
+    if (notice && notice.hidden) pausedInARow = 0;
   });
-
-  // A socket that stays open is a working one: the next outage starts its backoff from the start.
-  document.addEventListener("htmx:wsOpen", function () {
-    clearTimeout(steadyTimer);
-    steadyTimer = setTimeout(function () { closesInARow = 0; }, STEADY_MS);
-  });
-
-  // While Redis is down the server accepts, sends what the database knows and closes. The
-  // extension's own retry count restarts at every open, so it would retry within a second for
-  // the whole outage; back off on closes in a row instead (jittered, up to MAX_DELAY_MS).
-  if (window.htmx) {
-    htmx.config.wsReconnectDelay = function () {
-      var ceiling = Math.min(MAX_DELAY_MS, FIRST_DELAY_MS * Math.pow(2, closesInARow));
-      return ceiling / 2 + Math.random() * ceiling / 2;
-    };
-  }
 })();
