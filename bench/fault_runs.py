@@ -779,6 +779,7 @@ def main(argv: list[str] | None = None) -> int:
     run = FaultRun(args)
     atexit.register(run.cleanup)
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started in the background
     results: list[Figures] = []
     began = time.monotonic()
     try:
@@ -787,6 +788,9 @@ def main(argv: list[str] | None = None) -> int:
             figures = run.run_scenario(name)
             results.append(figures)
             print_figures(figures, run.pools[-1].log_paths(), args.tail)
+    except (KeyboardInterrupt, SystemExit):
+        log("interrupted: stopping everything this script started")
+        raise
     finally:
         run.cleanup()
     print(f"Summary ({args.project}, scale {args.scale:g}, {args.tokens} tokens a job, seed {args.seed}; "

@@ -23,6 +23,7 @@ OPERATIONS = {
     ("get", "/api/v1/conversions/{conversion_id}"),
     ("delete", "/api/v1/conversions/{conversion_id}"),
     ("get", "/api/v1/conversions/{conversion_id}/events"),
+    ("post", "/api/v1/conversions/{conversion_id}/cancel"),
 }
 
 
