@@ -788,9 +788,9 @@ def main(argv: list[str] | None = None) -> int:
             figures = run.run_scenario(name)
             results.append(figures)
             print_figures(figures, run.pools[-1].log_paths(), args.tail)
-    except (KeyboardInterrupt, SystemExit):
+    except KeyboardInterrupt:
         log("interrupted: stopping everything this script started")
-        raise
+        return 130
     finally:
         run.cleanup()
     print(f"Summary ({args.project}, scale {args.scale:g}, {args.tokens} tokens a job, seed {args.seed}; "

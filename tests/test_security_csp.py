@@ -319,3 +319,16 @@ def test_live_progress_streams_and_ends_in_the_editor_under_the_policy(site, pag
     assert "Ship it" in page.text_content(".diagram-preview svg")
     assert violations == []
     assert page_errors == []
+
+
+@pytest.mark.browser
+@pytest.mark.django_db
+def test_zz_debug(live_server, page, violations, user):
+    page.on("console", lambda m: print("CONSOLE", m.type, m.text))
+    page.on("pageerror", lambda e: print("PAGEERROR", e))
+    log_in(page, live_server.url, user.username, PASSWORD)
+    print("typeof binding", page.evaluate("() => typeof window.__cspViolation"))
+    print("wsOpened", page.evaluate("() => window.__wsOpened"))
+    page.evaluate("""() => { const s = document.createElement("script"); s.textContent = "1"; document.body.append(s); }""")
+    import time; time.sleep(2)
+    print("VIOLATIONS", violations)
