@@ -7,7 +7,9 @@ miss: `get` returns the default, `set`, `add`, `delete`, `touch` and `has_key`
 return False, and `incr` raises `CacheUnavailable` (a count that cannot be read
 is not a missing key). After a failure Redis is left alone for
 `RETRY_AFTER_SECONDS`, so a Redis that does not answer at all costs one socket
-timeout (OPTIONS in settings) every few seconds, not one per operation.
+timeout (OPTIONS in settings) every few seconds, not one per operation. Deletes
+are always tried: a skipped one could leave a logged-out session in a Redis that
+is reachable again (or never lost its data).
 
 The outage is logged once as a WARNING, then at most every `WARN_EVERY_SECONDS`,
 and its end once as INFO. The log shows redis-py's error (host and port), never the
@@ -80,6 +82,7 @@ class RedisOutage:
         self.warn(error)
 
     def succeeded(self) -> None:
+        self.retry_at = 0.0  # an answer (to a delete, which is never skipped) proves Redis is back
         if self.down_since is not None:
             log.info("Redis cache reachable again after %.0f s", time.monotonic() - self.down_since)
             self.down_since = None
@@ -101,8 +104,8 @@ class FailSafeRedisCache(RedisCache):
         super().__init__(server, params)
         self.outage = outage_of(str(server))
 
-    def _attempt(self, fallback: Any, operation: Callable[..., Any], *args: Any) -> Any:
-        if self.outage.skips():
+    def _attempt(self, fallback: Any, operation: Callable[..., Any], *args: Any, skippable: bool = True) -> Any:
+        if skippable and self.outage.skips():
             return fallback
         try:
             result = operation(*args)
@@ -125,7 +128,7 @@ class FailSafeRedisCache(RedisCache):
         return self._attempt(False, super().touch, key, timeout, version)
 
     def delete(self, key, version=None):
-        return self._attempt(False, super().delete, key, version)
+        return self._attempt(False, super().delete, key, version, skippable=False)
 
     def has_key(self, key, version=None):
         return self._attempt(False, super().has_key, key, version)
@@ -138,7 +141,7 @@ class FailSafeRedisCache(RedisCache):
         return self._attempt(list(data), super().set_many, data, timeout, version)
 
     def delete_many(self, keys, version=None):
-        return self._attempt(None, super().delete_many, keys, version)
+        return self._attempt(None, super().delete_many, keys, version, skippable=False)
 
     def incr(self, key, delta=1, version=None):
         result = self._attempt(MISSING, super().incr, key, delta, version)

@@ -199,6 +199,21 @@ def test_a_redis_that_does_not_answer_costs_one_timeout_then_is_left_alone():
     assert rest < 0.1
 
 
+def test_a_delete_is_tried_even_while_redis_is_left_alone(redis_up):
+    """A Redis that stalls keeps its data (as across a network cut): a logout meanwhile must
+    still delete the cached session, or the session would outlive it."""
+    cache = fail_safe_cache(redis_up.url, timeout=0.2)
+    cache.set("session", "alive")
+    admin = redis.Redis.from_url(redis_up.url)
+    admin.execute_command("CLIENT", "PAUSE", 500, "ALL")
+    assert cache.get("session") is None  # timed out: a miss, and Redis is left alone for a while
+    time.sleep(0.5)  # answering again, with its data
+    assert cache.get("session") is None  # still left alone
+    assert cache.delete("session") is True
+    assert not admin.exists(cache.make_and_validate_key("session"))
+    assert cache.get("session") is None and cache.set("session", "new") is None  # back in use
+
+
 def test_the_cache_is_used_again_once_redis_is_back(redis_up):
     cache = fail_safe_cache(redis_up.url)
     assert cache.set("k", "before") is None

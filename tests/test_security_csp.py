@@ -12,6 +12,7 @@ Every response to a signed-in user, or to an API token, is `Cache-Control: priva
 from __future__ import annotations
 
 import re
+import threading
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ from describer.api.tokens import api_token_create
 from describer.models import Conversion, MermaidVersion
 from tests.browser import log_in
 from tests.conftest import PASSWORD
-from tests.processes import free_port, start_daphne, stop, wait_for
+from tests.processes import free_port, start_daphne, stop
 
 ROOT = Path(__file__).resolve().parent.parent
 CSP = "Content-Security-Policy"
@@ -201,6 +202,16 @@ def violations(page) -> list[str]:
     return found
 
 
+def pump_until(page, predicate, *, what: str, timeout_ms: int = 5000) -> None:
+    """Wait while Playwright delivers events (a plain sleep would hold its sync loop, and
+    the page's reports with it)."""
+    for _ in range(timeout_ms // 100):
+        if predicate():
+            return
+        page.wait_for_timeout(100)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 def finished_drawing(make_conversion) -> Conversion:
     conversion = make_conversion(kind=Conversion.Kind.TEXT_TO_DIAGRAM, status=Conversion.Status.DONE,
                                  title="Orders", input_text="Orders.")
@@ -229,7 +240,7 @@ def test_the_browser_enforces_the_policy(live_server, page, violations, user):
     def reported(directive: str) -> bool:
         return any(violation.startswith(f"{directive} blocked inline") for violation in violations)
 
-    wait_for(lambda: reported("script-src-elem") and reported("script-src-attr"), timeout=5, what="both reports")
+    pump_until(page, lambda: reported("script-src-elem") and reported("script-src-attr"), what="both reports")
 
 
 @pytest.mark.browser
@@ -277,6 +288,20 @@ def test_the_other_pages_work_under_the_policy(live_server, page, page_errors, v
 # --- Live progress over daphne ---------------------------------------------------------------
 
 
+def broadcast(conversion_id, event: dict) -> None:
+    from describer.progress import Broadcaster
+
+    broadcaster = Broadcaster()
+    broadcaster.send(conversion_id, event)
+    broadcaster.close()
+
+
+def in_thread(function, *args) -> None:
+    thread = threading.Thread(target=function, args=args)
+    thread.start()
+    thread.join(30)
+
+
 @pytest.fixture
 def site(tmp_path):
     port = free_port()
@@ -291,8 +316,6 @@ def site(tmp_path):
 def test_live_progress_streams_and_ends_in_the_editor_under_the_policy(site, page, page_errors, violations, user):
     from django.contrib.auth.hashers import PBKDF2PasswordHasher
 
-    from describer.progress import Broadcaster
-
     user.password = PBKDF2PasswordHasher().encode(PASSWORD, PBKDF2PasswordHasher().salt())  # daphne's hashers
     user.save(update_fields=["password"])
     conversion = Conversion.objects.create(owner=user, kind=Conversion.Kind.TEXT_TO_DIAGRAM, title="Orders",
@@ -302,33 +325,17 @@ def test_live_progress_streams_and_ends_in_the_editor_under_the_policy(site, pag
     page.goto(f"{site}{conversion.get_absolute_url()}")
     page.wait_for_function("() => window.__wsOpened >= 1")
 
-    broadcaster = Broadcaster()
-    try:
-        for end in (20, len(FLOWCHART)):
-            broadcaster.send(conversion.id, {"type": "conversion.progress", "stage": "generation",
+    # As the worker sends them; from a thread, since Playwright's sync API holds this one's loop.
+    for end in (20, len(FLOWCHART)):
+        in_thread(broadcast, conversion.id, {"type": "conversion.progress", "stage": "generation",
                                              "text": FLOWCHART[:end], "tokens": end, "elapsed": 1.0})
-            page.wait_for_function("(end) => document.querySelector('#live-text').textContent.length === end", arg=end)
-        Conversion.objects.filter(pk=conversion.pk).update(status=Conversion.Status.DONE,
-                                                           stage=Conversion.Stage.FINISHED)
-        services.mermaid_version_add(conversion, code=FLOWCHART, origin=MermaidVersion.Origin.MODEL)
-        broadcaster.send(conversion.id, {"type": "conversion.finished"})
-    finally:
-        broadcaster.close()
+        page.wait_for_function("(end) => document.querySelector('#live-text').textContent.length === end", arg=end)
+    Conversion.objects.filter(pk=conversion.pk).update(status=Conversion.Status.DONE, stage=Conversion.Stage.FINISHED)
+    services.mermaid_version_add(conversion, code=FLOWCHART, origin=MermaidVersion.Origin.MODEL)
+    in_thread(broadcast, conversion.id, {"type": "conversion.finished"})
 
     page.wait_for_selector("#diagram[data-state=ok]")
     assert "Ship it" in page.text_content(".diagram-preview svg")
     assert violations == []
     assert page_errors == []
 
-
-@pytest.mark.browser
-@pytest.mark.django_db
-def test_zz_debug(live_server, page, violations, user):
-    page.on("console", lambda m: print("CONSOLE", m.type, m.text))
-    page.on("pageerror", lambda e: print("PAGEERROR", e))
-    log_in(page, live_server.url, user.username, PASSWORD)
-    print("typeof binding", page.evaluate("() => typeof window.__cspViolation"))
-    print("wsOpened", page.evaluate("() => window.__wsOpened"))
-    page.evaluate("""() => { const s = document.createElement("script"); s.textContent = "1"; document.body.append(s); }""")
-    import time; time.sleep(2)
-    print("VIOLATIONS", violations)

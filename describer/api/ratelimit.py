@@ -25,7 +25,9 @@ from describer.cache import CacheUnavailable, ThrottledWarning
 from describer.models import ApiToken
 
 WINDOW_SECONDS = 60
-warn_not_enforced = ThrottledWarning(logging.getLogger(__name__), "API rate limit not enforced: the cache is unreachable")
+warn_not_enforced = ThrottledWarning(
+    logging.getLogger(__name__), "API rate limit not enforced: the cache is unreachable"
+)
 
 
 def check_job_rate(token: ApiToken) -> None:
