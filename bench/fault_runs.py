@@ -765,7 +765,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--kills", type=int, default=10, help="kill -9s in the kill9 scenario (default 10)")
     parser.add_argument("--kill-span", type=float, default=8, help="a kill comes 0.2..SPAN s after ready (default 8)")
     parser.add_argument("--outage", type=float, default=20, help="seconds Redis/PostgreSQL stay down (default 20)")
-    parser.add_argument("--timeout", type=float, default=180, help="give up on a scenario after this (default 180 s)")
+    parser.add_argument("--timeout", type=float, default=300, help="give up on a scenario after this (default 300 s)")
     parser.add_argument("--quiet", type=float, default=3, help="at the end, wait until no row changed this long")
     parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of each worker (default 1)")
     parser.add_argument("--tail", type=int, default=40, help="log lines shown per worker when a must-hold fails")

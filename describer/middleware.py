@@ -46,8 +46,10 @@ class ContentSecurityPolicyMiddleware(CSPMiddleware):
 
 class PrivateCacheMiddleware:
     """A page with a user's data must not be kept by a shared cache (a proxy or CDN would
-    give it to the next visitor): every response to a signed-in user or an API token is
-    `Cache-Control: private`. Static files never get here (WhiteNoise answers first)."""
+    give it to the next visitor): every response to a signed-in user is `Cache-Control:
+    private`. The API needs no mark: a shared cache never stores the answer to a request
+    with an Authorization header unless told it may (RFC 9111, section 3.5). Static files
+    never get here (WhiteNoise answers first)."""
 
     def __init__(self, get_response) -> None:
         self.get_response = get_response
@@ -55,6 +57,6 @@ class PrivateCacheMiddleware:
     def __call__(self, request):
         response = self.get_response(request)
         user = getattr(request, "user", None)  # absent if a middleware before AuthenticationMiddleware answered
-        if "HTTP_AUTHORIZATION" in request.META or (user is not None and user.is_authenticated):
+        if user is not None and user.is_authenticated:
             patch_cache_control(response, private=True)
         return response

@@ -21,29 +21,12 @@ from django.conf import settings
 from django.db import DatabaseError, close_old_connections
 
 from describer import jobs
+from describer.cache import ThrottledWarning
 from describer.models import Conversion
 
 log = logging.getLogger(__name__)
 # While Redis or PostgreSQL is down every event fails: warn once per this many seconds.
 WARNING_INTERVAL_S = 10.0
-
-
-class RateLimitedWarning:
-    """Logs a failure once, then at most every WARNING_INTERVAL_S, with how many were skipped."""
-
-    def __init__(self, message: str) -> None:
-        self.message = message
-        self.last = -WARNING_INTERVAL_S
-        self.skipped = 0
-
-    def __call__(self, error: Exception) -> None:
-        now = time.monotonic()
-        if now - self.last < WARNING_INTERVAL_S:
-            self.skipped += 1
-            return
-        log.warning("%s (%s: %s; %s more since the last warning)", self.message, type(error).__name__,
-                    error, self.skipped)  # fmt: skip
-        self.last, self.skipped = now, 0
 
 
 def group_name(conversion_id) -> str:
@@ -57,7 +40,9 @@ class Broadcaster:
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
         self.layer = get_channel_layer()
-        self.warn = RateLimitedWarning("could not broadcast progress; pages catch up when Redis is back")
+        self.warn = ThrottledWarning(
+            log, "could not broadcast progress; pages catch up when Redis is back", every=WARNING_INTERVAL_S
+        )
 
     def send(self, conversion_id, event: dict) -> None:
         try:
@@ -75,7 +60,9 @@ class JobProgress:
         self.broadcaster = broadcaster
         self.worker_name = worker_name
         self.lost = False  # the job is no longer this worker's
-        self.db_warning = RateLimitedWarning("could not save progress; the text is kept and saved later")
+        self.db_warning = ThrottledWarning(
+            log, "could not save progress; the text is kept and saved later", every=WARNING_INTERVAL_S
+        )
         self.interval = settings.DESCRIBER_STREAM_INTERVAL_MS / 1000
         self.started = time.monotonic()
         self.last_flush = 0.0

@@ -88,7 +88,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
-    # Cache-Control: private on every response to a signed-in user or an API token.
+    # Cache-Control: private on every response to a signed-in user.
     "describer.middleware.PrivateCacheMiddleware",
     # Every page needs a session unless its view says @login_not_required.
     "django.contrib.auth.middleware.LoginRequiredMiddleware",

@@ -277,3 +277,24 @@ def test_the_tiny_model_streams_through_daphne_to_curl_like_clients(user, raw_to
     assert final["output_text"].startswith("# ") and final["tokens_generated"] >= 300
     conversion = Conversion.objects.get(pk=created["id"])
     assert final["output_text"] == conversion.output_text
+
+
+@pytest.mark.asyncio
+async def test_with_the_channel_layer_down_the_stream_polls_the_saved_text(open_stream, make_conversion, settings, monkeypatch):
+    from channels.db import database_sync_to_async
+
+    monkeypatch.setattr(sse, "POLL_SECONDS", 0.2)
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    settings.CHANNEL_LAYERS = {"default": {**settings.CHANNEL_LAYERS["default"],
+                                           "CONFIG": {**settings.CHANNEL_LAYERS["default"]["CONFIG"], "hosts": [dead]}}}
+    conversion = make_conversion(status=Conversion.Status.RUNNING, stage=Conversion.Stage.GENERATION)
+    stream = await open_stream(conversion.id)
+    assert (await stream.next())[0] == "state"
+
+    # The worker saves its text to the row (the layer is down for it too).
+    update = database_sync_to_async(lambda **fields: Conversion.objects.filter(pk=conversion.pk).update(**fields))
+    await update(output_raw="Saved so far", tokens_generated=3)
+    assert await stream.next() == ("progress", {"stage": "generation", "text": "Saved so far", "tokens": 3, "elapsed": None})
+    await update(status=Conversion.Status.DONE, stage=Conversion.Stage.FINISHED)
+    assert (await stream.next())[0] == "finished"
+    assert await stream.ended()

@@ -42,9 +42,9 @@ def fields_with_surrogates(value: Any, path: str = "") -> Iterator[str]:
 
 
 def unsupported_media_type(request: HttpRequest) -> ApiProblem:
-    sent = request.content_type or _("none")
     return ApiProblem(415, _("This endpoint takes a JSON body: send it with the header "
-                             "Content-Type: application/json (this request's was “%(type)s”).") % {"type": sent})
+                             "Content-Type: application/json (this request's was “%(type)s”).")
+                      % {"type": request.META.get("CONTENT_TYPE", "")})
 
 
 def lone_surrogate(field: str) -> ApiProblem:

@@ -6,13 +6,16 @@ reading the conversion, so no event can fall between the first state and the
 live events. Layer messages may be lost (they expire, and a full channel drops
 them), so while no event comes the row is re-read every POLL_SECONDS: a
 finished conversion is noticed even when its `finished` event never arrives,
-and a queued one reports its moving queue position.
+and a queued one reports its moving queue position. While Redis is down the
+stream does not fail: it polls the row alone and sends its saved partial text as
+`progress` events, then listens again once the layer answers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 
@@ -21,8 +24,13 @@ from channels.layers import get_channel_layer
 from django.http import HttpRequest
 
 from describer.api.schemas import ProgressEvent, conversion_data
+from describer.cache import ThrottledWarning
 from describer.models import Conversion
 from describer.progress import group_name
+
+log = logging.getLogger(__name__)
+LAYER_TIMEOUT_S = 2
+_layer_down = ThrottledWarning(log, "event stream: channel layer unavailable; polling the database instead")
 
 HEARTBEAT_SECONDS = 15
 POLL_SECONDS = 2
@@ -44,20 +52,63 @@ def _load(request: HttpRequest, conversion: Conversion) -> tuple[Conversion | No
     return fresh, (conversion_data(fresh, request) if fresh else None)
 
 
+class _Listener:
+    """The stream's membership of the conversion's group; `joined` is False while Redis is away."""
+
+    def __init__(self, conversion: Conversion) -> None:
+        self.layer = get_channel_layer()
+        self.group = group_name(conversion.pk)
+        self.channel = ""
+        self.joined = False
+
+    async def join(self) -> None:
+        try:
+            self.channel = self.channel or await self.layer.new_channel()
+            await asyncio.wait_for(self.layer.group_add(self.group, self.channel), LAYER_TIMEOUT_S)
+            self.joined = True
+        except Exception as error:  # noqa: BLE001 - redis-py raises several kinds
+            _layer_down(error)
+
+    async def receive(self) -> dict | None:
+        """The next event, or None after a quiet POLL_SECONDS (also while the layer is away)."""
+        if not self.joined:
+            await asyncio.sleep(POLL_SECONDS)
+            await self.join()
+            return None
+        try:
+            return await asyncio.wait_for(self.layer.receive(self.channel), timeout=POLL_SECONDS)
+        except TimeoutError:
+            return None
+        except Exception as error:  # noqa: BLE001
+            _layer_down(error)
+            self.joined = False
+            return None
+
+    async def leave(self) -> None:
+        if self.joined:
+            try:
+                await asyncio.wait_for(self.layer.group_discard(self.group, self.channel), LAYER_TIMEOUT_S)
+            except Exception as error:  # noqa: BLE001 - the group entry expires by itself
+                _layer_down(error)
+
+
 async def event_stream(request: HttpRequest, conversion: Conversion) -> AsyncIterator[str]:
-    layer = get_channel_layer()
-    channel = await layer.new_channel()
-    group = group_name(conversion.pk)
-    await layer.group_add(group, channel)
+    listener = _Listener(conversion)
+    await listener.join()
     try:
-        async for chunk in _events(request, conversion, layer, channel):
+        async for chunk in _events(request, conversion, listener):
             yield chunk
     finally:
         # Also runs when the client goes away: Django cancels the response and closes this generator.
-        await layer.group_discard(group, channel)
+        await listener.leave()
 
 
-async def _events(request: HttpRequest, conversion: Conversion, layer, channel: str) -> AsyncIterator[str]:
+def _saved_progress(conversion: Conversion) -> str:
+    event = {"stage": conversion.stage, "text": conversion.output_raw, "tokens": conversion.tokens_generated}
+    return sse("progress", ProgressEvent.model_validate(event).model_dump(mode="json"))
+
+
+async def _events(request: HttpRequest, conversion: Conversion, listener: _Listener) -> AsyncIterator[str]:
     fresh, data = await _load(request, conversion)
     if fresh is None:
         yield sse("deleted", {"id": str(conversion.pk)})
@@ -67,12 +118,10 @@ async def _events(request: HttpRequest, conversion: Conversion, layer, channel: 
         yield sse("finished", data)
         return
     queue_position = data["queue_position"]
+    saved_text = fresh.output_raw
     last_sent = time.monotonic()
     while True:
-        try:
-            message = await asyncio.wait_for(layer.receive(channel), timeout=POLL_SECONDS)
-        except TimeoutError:
-            message = None
+        message = await listener.receive()
         if message and message.get("type") == "conversion.progress":
             progress = ProgressEvent.model_validate(message).model_dump(mode="json")
             yield sse("progress", progress)
@@ -86,7 +135,11 @@ async def _events(request: HttpRequest, conversion: Conversion, layer, channel: 
         if fresh.is_finished:
             yield sse("finished", data)
             return
-        if data["queue_position"] != queue_position:
+        if not listener.joined and fresh.output_raw != saved_text:  # no live events: the saved text
+            saved_text = fresh.output_raw
+            yield _saved_progress(fresh)
+            last_sent = time.monotonic()
+        elif data["queue_position"] != queue_position:
             queue_position = data["queue_position"]
             yield sse("state", data)
             last_sent = time.monotonic()
