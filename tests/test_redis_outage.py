@@ -36,45 +36,11 @@ from describer.progress import Broadcaster
 from diagramsite.asgi import application
 from tests.browser import log_in
 from tests.conftest import PASSWORD, diagram_png
-from tests.processes import free_port, start_daphne, stop, wait_for
+from tests.processes import PrivateRedis, free_port, start_daphne, stop, wait_for
 
 PAUSED = "Live updates are paused"
 # Generous for 2 busy cores; a page stalled on Redis would take the OS's connect timeout.
 ANSWER_WITHIN_S = 3.0
-
-
-class PrivateRedis:
-    """A redis-server of this test module's own, without persistence, that tests may kill."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.port = free_port()
-        self.process: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        log = open(self.directory / "redis.log", "ab")  # noqa: SIM115 - closed with the process
-        self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.directory)],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        wait_for(self.answers, timeout=10, what=f"redis-server on port {self.port}")
-
-    def answers(self) -> bool:
-        try:
-            return redis.Redis.from_url(self.url, socket_timeout=0.5).ping()
-        except redis.ConnectionError:
-            return False
-
-    def kill(self) -> None:
-        stop(self.process, signal.SIGKILL)
-
-    def is_running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
 
 
 @dataclass

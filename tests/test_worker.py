@@ -147,3 +147,29 @@ def test_an_idle_worker_stays_up_and_takes_a_later_job(alice, run_worker, worker
     conversion = upload(alice)
     wait_for(lambda: finished(conversion), timeout=60, what="the later conversion")
     assert conversion.status == Conversion.Status.DONE
+
+
+def test_a_worker_rides_out_a_redis_outage_and_keeps_taking_jobs(alice, run_worker, worker_log, tmp_path):
+    from tests.processes import PrivateRedis
+
+    private = PrivateRedis(tmp_path)  # the worker's Redis: this test may kill it
+    private.start()
+    try:
+        worker = run_worker(REDIS_URL=private.url)
+        before = upload(alice)
+        wait_for(lambda: finished(before), timeout=120, what="the job before the outage")
+
+        private.kill()
+        during = upload(alice)  # the job is in PostgreSQL; the worker finds it when it polls
+        wait_for(lambda: finished(during), timeout=60, what="the job during the outage")
+        time.sleep(6)  # past channels_redis's 5 s blocking receive
+        assert worker.poll() is None, "the worker must stay up while Redis is away"
+
+        private.start()
+        after = upload(alice)
+        wait_for(lambda: finished(after), timeout=60, what="the job after the outage")
+    finally:
+        private.kill()
+    assert [refreshed(job).status for job in (before, during, after)] == ["done"] * 3
+    assert "channel layer unavailable" in worker_log.read_text()
+    assert "Traceback" not in worker_log.read_text()
