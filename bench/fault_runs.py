@@ -8,8 +8,8 @@ and runs `manage.py runworker describer-gpu` processes of the project in --proje
 checkout) against them. Scenarios (all by default):
 
     two-workers  two workers, 40 mixed jobs, every timing setting divided by --scale
-    kill9        one worker, 30 jobs, kill -9 of its process group at --kills seeded random moments,
-                 restarted at once each time
+    kill9        one worker, kill -9 of its process group at --kills seeded random moments after it is
+                 ready, restarted at once each time; 30 jobs queued in a wave at each (re)start
     redis        two workers, 20 jobs, the private Redis killed for --outage seconds mid-run
     postgres     two workers, 20 jobs, the private PostgreSQL stopped (pg_ctl stop -m fast) as long
 
@@ -51,6 +51,7 @@ SCENARIOS = ("two-workers", "kill9", "redis", "postgres")
 FINAL_STATUSES = ("done", "failed", "cancelled")
 FINAL_LIST = list(FINAL_STATUSES)  # psycopg adapts a list, not a tuple
 DB_NAME = "faults"
+KILL9_JOBS = 30
 # Timing settings divided by --scale (the batch size is passed unscaled). Fallbacks for a
 # settings.py that lacks one; DESCRIBER_HEARTBEAT_S is new (older code ignores it).
 TIMING_FALLBACKS = {
@@ -510,12 +511,12 @@ class FaultRun:
         self.execute("TRUNCATE describer_conversion, fault_final_write, fault_seen CASCADE")
         self.redis.command("FLUSHALL")
 
-    def create_jobs(self, count: int) -> None:
+    def create_jobs(self, count: int, first_index: int = 0) -> None:
         """Half diagram → text, half text → diagram, interleaved, through the project's services."""
         from describer import services
         from describer.images import normalise_upload
 
-        for index in range(count):
+        for index in range(first_index, first_index + count):
             if index % 2 == 0:
                 filename = f"flow-{index}.png"
                 image = normalise_upload(diagram_png(f"Step {index}"), filename)
@@ -534,10 +535,10 @@ class FaultRun:
         self.pools.append(pool)
         return pool
 
-    def wait_all_finished(self, pool: WorkerPool, timeout: float, on_tick: Callable[[], None] = lambda: None) -> bool:
+    def wait_all_finished(self, pool: WorkerPool, timeout: float) -> bool:
         """Until no job is unfinished, every worker has ended, or the timeout."""
+
         def settled() -> bool:
-            on_tick()
             pool.count_exits()
             return self.unfinished_count() == 0 or not pool.alive()
 
@@ -569,7 +570,7 @@ class FaultRun:
             figures.failed_never_started += status == "failed" and not progressed
             figures.retried += attempts > 1
         figures.worker_exits = len(pool.exits)
-        figures.notes += [f"worker exited on its own: {exit}" for exit in pool.exits]
+        figures.notes += [f"worker exited on its own: {ended}" for ended in pool.exits]
         figures.notes += self.job_notes(rows) + self.generation_notes()
         figures.error_lines, figures.traceback_lines = count_log_lines(pool.log_paths())
         return figures
@@ -608,29 +609,34 @@ class FaultRun:
         return figures
 
     def run_kill9(self) -> Figures:
-        pool, started = self.begin("kill9", jobs=30)
-        worker = pool.start("worker")
-        kills, restarts = 0, 0
-        deadline = time.monotonic() + self.args.timeout
-        while kills < self.args.kills and time.monotonic() < deadline and self.unfinished_count() != 0:
+        """One worker killed --kills times, restarted at once. The 30 jobs arrive in a wave per
+        worker start, so there is work at every kill and jobs can also finish between kills (queued
+        all at once, the first batches would use up their attempts and the run end early)."""
+        total, cycles = KILL9_JOBS, max(1, self.args.kills)
+        pool, started = self.begin("kill9", jobs=total, queue_now=False)
+        worker, kills, created = pool.start("worker"), 0, 0
+        deadline = started + self.args.timeout
+        for cycle in range(cycles):
+            wave = total * (cycle + 1) // cycles - created
+            self.create_jobs(wave, first_index=created)
+            created += wave
             self.wait_ready(worker)
             delay = self.rng.uniform(0.2, self.args.kill_span)
-            ended = sleep_until(lambda: worker.process.poll() is not None or self.unfinished_count() == 0, delay)
-            if self.unfinished_count() == 0:
-                break
-            if not ended:
+            if not sleep_until(lambda: worker.process.poll() is not None, delay):
                 pool.kill(worker)
                 kills += 1
                 log(f"  kill -9 #{kills} at {time.monotonic() - started:.1f} s ({delay:.1f} s after ready)")
             pool.count_exits()
-            worker = pool.start(f"worker-{kills}-{restarts}")
-            restarts += 1
-        # The last worker runs what is left; one that ends on its own is restarted too.
+            worker = pool.start(f"worker-{cycle + 1}")
+            if time.monotonic() > deadline:
+                break
+        self.create_jobs(total - created, first_index=created)
+        # The last worker runs what is left; one that ends on its own is restarted.
         while time.monotonic() < deadline and self.unfinished_count() != 0:
             self.wait_all_finished(pool, deadline - time.monotonic())
-            if pool.count_exits() or not pool.alive():
-                restarts += 1
-                pool.start(f"worker-end-{restarts}")
+            pool.count_exits()
+            if not pool.alive():
+                pool.start(f"worker-end-{len(pool.workers)}")
         wall = time.monotonic() - started
         self.wait_quiet(pool, self.args.quiet)
         figures = self.end("kill9", pool, wall)
@@ -668,10 +674,11 @@ class FaultRun:
             lambda: worker.is_ready() or self.update_counter() != updates or worker.process.poll() is not None, 60
         )
 
-    def begin(self, scenario: str, *, jobs: int) -> tuple[WorkerPool, float]:
-        log(f"scenario {scenario}: {jobs} mixed jobs")
+    def begin(self, scenario: str, *, jobs: int, queue_now: bool = True) -> tuple[WorkerPool, float]:
+        log(f"scenario {scenario}: {jobs} mixed jobs" + ("" if queue_now else ", queued in waves"))
         self.reset()
-        self.create_jobs(jobs)
+        if queue_now:
+            self.create_jobs(jobs)
         return self.pool(scenario), time.monotonic()
 
     def end(self, scenario: str, pool: WorkerPool, wall: float) -> Figures:

@@ -111,6 +111,7 @@ CONVERSION_URLS = {
     "detail": ["get"],
     "delete": ["get", "post"],
     "retry": ["post"],
+    "cancel": ["post"],
     "image": ["get"],
     "thumbnail": ["get"],
     "download_markdown": ["get"],

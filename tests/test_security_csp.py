@@ -188,7 +188,7 @@ REPORT_VIOLATIONS = """document.addEventListener("securitypolicyviolation", (eve
   window.__cspViolation(`${event.violatedDirective} blocked ${event.blockedURI || "inline"} `
                         + `at ${event.sourceFile}:${event.lineNumber}`);
 }, true);
-document.addEventListener("htmx:wsOpen", () => { window.__wsOpened = (window.__wsOpened || 0) + 1; });"""
+document.addEventListener("htmx:wsAfterMessage", () => { window.__wsMessages = (window.__wsMessages || 0) + 1; });"""
 
 
 @pytest.fixture
@@ -286,6 +286,23 @@ def test_the_other_pages_work_under_the_policy(live_server, page, page_errors, v
     assert page_errors == []
 
 
+@pytest.mark.browser
+@pytest.mark.django_db
+def test_the_admin_works_under_the_policy(live_server, page, page_errors, violations, staff_user, make_conversion):
+    conversion = make_conversion(staff_user, title="Order flow")
+    base = live_server.url
+    log_in(page, base, staff_user.username, PASSWORD)
+
+    page.goto(f"{base}/admin/describer/conversion/")
+    page.check(f"input[name=_selected_action][value='{conversion.pk}']")  # actions.js counts the selection
+    page.wait_for_selector(".action-counter:has-text('1 of 1')")
+    for path in (f"/admin/describer/conversion/{conversion.pk}/change/", "/admin/describer/example/add/"):
+        page.goto(f"{base}{path}")
+
+    assert violations == []
+    assert page_errors == []
+
+
 # --- Live progress over daphne ---------------------------------------------------------------
 
 
@@ -324,7 +341,8 @@ def test_live_progress_streams_and_ends_in_the_editor_under_the_policy(site, pag
                                            stage=Conversion.Stage.GENERATION)
     log_in(page, site, user.username, PASSWORD)
     page.goto(f"{site}{conversion.get_absolute_url()}")
-    page.wait_for_function("() => window.__wsOpened >= 1")
+    # The consumer's first message comes after it joined the conversion's group: events sent from now on arrive.
+    page.wait_for_function("() => window.__wsMessages >= 1")
 
     # As the worker sends them; from a thread, since Playwright's sync API holds this one's loop.
     for end in (20, len(FLOWCHART)):

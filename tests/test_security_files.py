@@ -5,6 +5,8 @@ deletion is not committed."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from django.db import transaction
 from django.urls import reverse
@@ -20,8 +22,6 @@ def stored_files(conversion: Conversion) -> list[str]:
 
 
 def exist(paths: list[str]) -> list[bool]:
-    from pathlib import Path
-
     return [Path(path).exists() for path in paths]
 
 
@@ -53,7 +53,9 @@ def test_the_admins_delete_page_removes_the_files(admin_client, make_conversion,
     paths = stored_files(conversion)
 
     with django_capture_on_commit_callbacks(execute=True):
-        response = admin_client.post(reverse("admin:describer_conversion_delete", args=[conversion.pk]), {"post": "yes"})
+        response = admin_client.post(
+            reverse("admin:describer_conversion_delete", args=[conversion.pk]), {"post": "yes"}
+        )
 
     assert response.status_code == 302
     assert not Conversion.objects.exists()
