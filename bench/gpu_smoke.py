@@ -70,6 +70,28 @@ def main() -> None:
 
     check("a batch counts each row's tokens and ends each row once", batch_counts)
 
+    def stopped_row_leaves_the_batch():
+        # A cancelled job: its row leaves at the next graph step, the other rows go on unchanged.
+        requests = [request(diagram(), 120), request(None, 120, "Hi " * 30), request(diagram((300, 900)), 120)]
+        alone = {index: "" for index in range(3)}
+        for index, chunk in runtime.stream_batch(requests):
+            alone[index] += chunk
+        stopped, tokens, texts, finals = set(), Counter(), {index: "" for index in range(3)}, Counter()
+        for index, chunk in runtime.stream_batch(requests, stopped=stopped):
+            tokens[index] += chunk.tokens
+            texts[index] += chunk
+            finals[index] += chunk.final
+            if index == 1 and tokens[1] >= 10:
+                stopped.add(1)
+        print(f"      tokens per row with row 1 stopped at 10: {dict(tokens)}")
+        return (
+            10 <= tokens[1] <= 13 and finals[1] == 0
+            and tokens[0] == tokens[2] == 120 and finals[0] == finals[2] == 1
+            and texts[0] == alone[0] and texts[2] == alone[2] and no_threads_left()
+        )
+
+    check("a stopped row leaves the batch at the next step; the others go on unchanged", stopped_row_leaves_the_batch)
+
     def deadline():
         started = time.monotonic()
         try:

@@ -2,7 +2,7 @@
 
 Only the conversion's owner is admitted: anyone else is closed with code 4401
 (not logged in) or 4404 (no such conversion of yours). Foreign origins never get
-here: asgi.py wraps the router in AllowedHostsOriginValidator.
+here: asgi.py wraps the router in SiteOriginValidator (describer/ws_origin.py).
 
 While Redis (the channel layer) is unreachable the page gets what PostgreSQL
 knows, with a notice that live updates are paused, and the socket is closed with
