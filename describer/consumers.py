@@ -189,6 +189,10 @@ class WorkerWakeConsumer(AsyncConsumer):
     """The GPU worker's channel (runworker describer-gpu): a `jobs.wake` message only wakes the
     job loop; the job itself is in PostgreSQL, so a lost message delays nothing past a poll."""
 
+    # No channel of its own (the worker's listener delivers the messages): an instance that
+    # also listened on a private channel would die with an ERROR whenever Redis drops.
+    channel_layer_alias = None
+
     async def jobs_wake(self, message: dict) -> None:
         if worker.current_loop is not None:
             worker.current_loop.wake()

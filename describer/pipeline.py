@@ -120,6 +120,9 @@ class JobRunner:
                 self._generate(rows)
         except WorkerStopping:
             pass
+        except DatabaseError:
+            log.warning("database unavailable mid-batch; its unfinished jobs go back to the queue")
+            close_old_connections()
         finally:
             self._give_back_unfinished(batch)
 
@@ -132,6 +135,11 @@ class JobRunner:
         timings = {"queue_wait_s": _seconds(job.created_at, job.claimed_at)}
         try:
             messages = KINDS[job.kind].prepare(self.runtime, job, progress, timings)
+        except DatabaseError:
+            # Not the job's fault: it stays held and goes back to the queue when the batch ends.
+            log.warning("job %s: database unavailable while preparing; it goes back to the queue", job.pk)
+            close_old_connections()
+            return None
         except Exception as error:  # noqa: BLE001 - this job fails alone
             self._fail(job, progress, error)
             return None
@@ -167,8 +175,8 @@ class JobRunner:
             log.warning("a batch of %s ran out of GPU memory; running %s jobs one by one", len(rows), len(unfinished))
             for row in unfinished:
                 self._generate([self._restart(row)])
-        except WorkerStopping:
-            raise
+        except (WorkerStopping, DatabaseError):
+            raise  # the jobs still held go back to the queue (run_batch), or go stale and are requeued
         except Exception as error:  # noqa: BLE001 - every failure becomes the jobs' readable message
             for row in rows:
                 if not row.done:
@@ -218,9 +226,11 @@ class JobRunner:
         row.done = True
         row.progress.flush()
         job, progress = row.job, row.progress
+        progress.stage(Conversion.Stage.POSTPROCESSING)
         try:
-            progress.stage(Conversion.Stage.POSTPROCESSING)
-            fields, also = KINDS[job.kind].result(job, progress.text)
+            fields, also = _until_database_answers(lambda: KINDS[job.kind].result(job, progress.text))
+        except DatabaseError:
+            raise
         except Exception as error:  # noqa: BLE001 - this job fails alone
             self._fail(job, progress, error)
             return

@@ -74,8 +74,13 @@ class JobProgress:
         return time.monotonic() - self.started
 
     def stage(self, stage: str) -> bool:
-        """Record the stage; False (and `lost`) when the job is no longer this worker's."""
-        self.lost = self.lost or not jobs.record_stage(self.conversion, self.worker_name, stage)
+        """Record the stage; False (and `lost`) when the job is no longer this worker's.
+        With the database away the stage is only shown, not saved: the job goes on."""
+        try:
+            self.lost = self.lost or not jobs.record_stage(self.conversion, self.worker_name, stage)
+        except DatabaseError as error:
+            self.db_warning(error)
+            close_old_connections()
         if not self.lost:
             self.publish()
         return not self.lost

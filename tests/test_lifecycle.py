@@ -384,3 +384,22 @@ def test_contradictory_timing_settings_are_refused_at_start_naming_them(settings
         call_command("runworker", settings.WORKER_CHANNEL)
     for name in names:
         assert name in str(refused.value)
+
+
+@pytest.mark.django_db(transaction=True)  # the worker closes a broken connection: no test transaction around it
+def test_a_database_outage_while_preparing_gives_the_job_back_instead_of_failing_it(
+    batch_runner, tiny_runtime, make_conversion, monkeypatch
+):
+    from django.db import OperationalError
+
+    job = make_conversion()
+    [claimed] = jobs.claim("w1")
+
+    def database_gone(*args, **kwargs):
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr(tiny_runtime, "embed_image", database_gone)  # retrieval is where it fails
+    batch_runner.run_batch([claimed])
+
+    assert (refreshed(job).status, job.attempts, job.error_message) == ("queued", 0, "")
+    assert batch_runner.held.ids == set()

@@ -48,6 +48,10 @@ class Node(_Strict):
     kind: NodeKind
     label: str = Field("", max_length=LABEL_MAX_CHARS)
     lane: str | None = Field(None, description="The lane's id; null: no lane.")
+    # Optional, so graphs stored before it existed still validate.
+    note: str = Field(
+        "", max_length=LABEL_MAX_CHARS, description='An explanation; for an end state, what it means ("nothing is changed").'
+    )
 
 
 class Edge(_Strict):
