@@ -59,14 +59,21 @@ def _held(job: Conversion, worker_name: str):
 
 
 def claim(worker_name: str, limit: int = 1) -> list[Conversion]:
-    """Hold up to `limit` of the oldest queued jobs for this worker. No attempt counts yet."""
+    """Hold up to `limit` of the oldest queued jobs for this worker. No attempt counts yet.
+
+    A job restarted after its worker died (attempts > 0) runs alone: if it is what kills the
+    worker, the next crash costs it an attempt and no innocent job of a shared batch."""
     with transaction.atomic():
-        ids = list(
+        candidates = list(
             Conversion.objects.queued()
             .order_by("created_at")
             .select_for_update(skip_locked=True)
-            .values_list("id", flat=True)[:limit]
+            .values_list("id", "attempts")[:limit]
         )
+        if candidates and candidates[0][1] > 0:
+            ids = [candidates[0][0]]
+        else:
+            ids = [job_id for job_id, attempts in candidates if attempts == 0]
         if not ids:
             return []
         now = timezone.now()

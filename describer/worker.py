@@ -131,7 +131,8 @@ class JobLoop:
     def claim(self, jobs_module) -> list:
         """Claim one job, or with batching, what arrives within the batch window."""
         claimed = jobs_module.claim(self.name, limit=self.batch_size)
-        if claimed and self.batch_size > 1 and len(claimed) < self.batch_size:
+        restarted_alone = bool(claimed) and claimed[0].attempts > 0
+        if claimed and not restarted_alone and self.batch_size > 1 and len(claimed) < self.batch_size:
             self.held.add(job.pk for job in claimed)  # heartbeats cover them while the window is open
             time.sleep(settings.DESCRIBER_BATCH_WINDOW_MS / 1000)
             try:

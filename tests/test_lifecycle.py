@@ -403,3 +403,16 @@ def test_a_database_outage_while_preparing_gives_the_job_back_instead_of_failing
 
     assert (refreshed(job).status, job.attempts, job.error_message) == ("queued", 0, "")
     assert batch_runner.held.ids == set()
+
+
+def test_a_job_restarted_after_a_crash_runs_alone(make_conversion):
+    now = timezone.now()
+    fresh_before = make_conversion(created_at=now - timedelta(seconds=30))
+    restarted = make_conversion(attempts=1, created_at=now - timedelta(seconds=20))
+    fresh_after = [make_conversion(created_at=now - timedelta(seconds=10 - n)) for n in range(3)]
+
+    first = jobs.claim("w1", limit=16)  # the oldest is fresh: a batch of fresh jobs, the restarted one waits
+    second = jobs.claim("w1", limit=16)  # now the restarted one is the oldest: alone
+
+    assert [job.pk for job in first] == [fresh_before.pk, *(job.pk for job in fresh_after)]
+    assert [job.pk for job in second] == [restarted.pk]
