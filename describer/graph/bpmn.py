@@ -172,8 +172,8 @@ def _collaboration(graph: ProcessGraph, plans: list[PoolPlan], home: dict[str, P
     # An edge between pools cannot be a sequence flow (those stay inside one process).
     for index, edge in enumerate(graph.edges):
         if home[edge.source] is not home[edge.target]:
-            flow = _element("messageFlow", id=_flow_id(index), name=edge.label, sourceRef=edge.source, targetRef=edge.target)
-            collaboration.append(flow)
+            ends = {"sourceRef": edge.source, "targetRef": edge.target}
+            collaboration.append(_element("messageFlow", id=_flow_id(index), name=edge.label, **ends))
     return collaboration
 
 
@@ -187,8 +187,8 @@ def _process(graph: ProcessGraph, plan: PoolPlan, home: dict[str, PoolPlan]) -> 
             process.append(_flow_node(node, graph, frozenset(flows)))
     for index in flows:
         edge = graph.edges[index]
-        flow = _element("sequenceFlow", id=_flow_id(index), name=edge.label, sourceRef=edge.source, targetRef=edge.target)
-        process.append(flow)
+        ends = {"sourceRef": edge.source, "targetRef": edge.target}
+        process.append(_element("sequenceFlow", id=_flow_id(index), name=edge.label, **ends))
     return process
 
 
@@ -206,9 +206,8 @@ def _lane_set(graph: ProcessGraph, plan: PoolPlan) -> etree._Element:
 
 def _flow_node(node: Node, graph: ProcessGraph, sequence_flows: frozenset[int]) -> etree._Element:
     element = _element(KIND_TAG[node.kind], id=node.id, name=node.label)
-    note = getattr(node, "note", "")  # an optional field the model may carry
-    if note:
-        etree.SubElement(element, _m("documentation")).text = _xml_text(note)
+    if node.note:
+        etree.SubElement(element, _m("documentation")).text = _xml_text(node.note)
     for index, edge in enumerate(graph.edges):
         if edge.target == node.id and index in sequence_flows:
             etree.SubElement(element, _m("incoming")).text = _flow_id(index)
@@ -319,6 +318,24 @@ class Layout:
     waypoints: list[list[Point]]  # one list per graph edge
 
 
+@dataclass(frozen=True)
+class Grid:
+    """Where the items sit: a cell each, in bands whose rows and loop corridors are known."""
+
+    cells: dict[Item, Cell]
+    rows: dict[str, int]  # band → rows it needs
+    loops: dict[str, list[int]]  # band → the back edges leaving it, each with its own corridor
+    bands: dict[str, Box]
+
+    def centre(self, item: Item) -> Point:
+        band, number, row = self.cells[item]
+        return FIRST_COLUMN_X + number * COL_W + CELL_W // 2, self.bands[band].y + row * ROW_H + ROW_H // 2
+
+    def corridor(self, band: str, back_edge: int) -> int:
+        rows_bottom = self.bands[band].y + self.rows[band] * ROW_H
+        return rows_bottom + LOOP_PAD + LOOP_STEP * self.loops[band].index(back_edge)
+
+
 def _layout(graph: ProcessGraph, plans: list[PoolPlan]) -> Layout:
     """Layered, left to right. Depth-first search from the start events marks the edges that close
     loops; without them the graph is acyclic and each node's layer (column) is its longest path from
@@ -330,11 +347,14 @@ def _layout(graph: ProcessGraph, plans: list[PoolPlan]) -> Layout:
     layer = _layers(graph, back)
     chains = _chains(graph, layer, back)
     cells = _cells(graph, layer, chains)
+    rows: dict[str, int] = defaultdict(lambda: 1)
+    for band, _, row in cells.values():
+        rows[band] = max(rows[band], row + 1)
     loops = _loops_by_band(graph, back)
-    bands, boxes = _band_boxes(plans, cells, loops, max(layer.values(), default=-1) + 1)
-    boxes |= {node.id: _node_box(node, cells[node.id], bands) for node in graph.nodes}
-    routes = [_route(graph, index, chains, cells, bands, boxes, loops) for index in range(len(graph.edges))]
-    return Layout(boxes, routes)
+    bands, boxes = _band_boxes(plans, rows, loops, max(layer.values(), default=-1) + 1)
+    grid = Grid(cells, rows, loops, bands)
+    boxes |= {node.id: _node_box(node, grid) for node in graph.nodes}
+    return Layout(boxes, [_route(graph.edges[i], i, chains, grid, boxes) for i in range(len(graph.edges))])
 
 
 def _back_edges(graph: ProcessGraph) -> frozenset[int]:
@@ -443,12 +463,10 @@ def _loops_by_band(graph: ProcessGraph, back: frozenset[int]) -> dict[str, list[
 
 
 def _band_boxes(
-    plans: list[PoolPlan], cells: dict[Item, Cell], loops: dict[str, list[int]], layers: int
+    plans: list[PoolPlan], rows: dict[str, int], loops: dict[str, list[int]], layers: int
 ) -> tuple[dict[str, Box], dict[str, Box]]:
-    """Bands stacked inside their pools, pools stacked with a gap; all as wide as the layers need."""
-    rows: dict[str, int] = defaultdict(lambda: 1)
-    for band, _, row in cells.values():
-        rows[band] = max(rows[band], row + 1)
+    """Bands stacked inside their pools, pools stacked with a gap; all as wide as the layers need.
+    Returns the bands, and the shapes of the pools and lanes."""
     width = FIRST_COLUMN_X + layers * COL_W + PAD
     bands: dict[str, Box] = {}
     shapes: dict[str, Box] = {}
@@ -466,13 +484,8 @@ def _band_boxes(
     return bands, shapes
 
 
-def _centre(cell: Cell, bands: dict[str, Box]) -> Point:
-    band, number, row = cell
-    return FIRST_COLUMN_X + number * COL_W + CELL_W // 2, bands[band].y + row * ROW_H + ROW_H // 2
-
-
-def _node_box(node: Node, cell: Cell, bands: dict[str, Box]) -> Box:
-    (x, y), (w, h) = _centre(cell, bands), SIZE[node.kind]
+def _node_box(node: Node, grid: Grid) -> Box:
+    (x, y), (w, h) = grid.centre(node.id), SIZE[node.kind]
     return Box(x - w // 2, y - h // 2, w, h)
 
 
@@ -480,30 +493,21 @@ def _channel_after(layer: int) -> int:
     return FIRST_COLUMN_X + layer * COL_W + CELL_W + CHANNEL // 2
 
 
-def _route(
-    graph: ProcessGraph,
-    index: int,
-    chains: dict[int, list[Item]],
-    cells: dict[Item, Cell],
-    bands: dict[str, Box],
-    boxes: dict[str, Box],
-    loops: dict[str, list[int]],
-) -> list[Point]:
-    """Out of the source's right side, into the target's left side: points on both borders."""
-    edge = graph.edges[index]
+def _route(edge: Edge, index: int, chains: dict[int, list[Item]], grid: Grid, boxes: dict[str, Box]) -> list[Point]:
+    """Out of the source's right side, into the target's left side: points on both borders.
+    Vertical runs only in channels, horizontal ones only through the edge's own cells or a corridor."""
     source, target = boxes[edge.source], boxes[edge.target]
     points = [(source.right, source.cy)]
     if index in chains:
         for before, after in pairwise(chains[index]):
-            (_, y_before), (_, y_after) = _centre(cells[before], bands), _centre(cells[after], bands)
+            (_, y_before), (_, y_after) = grid.centre(before), grid.centre(after)
             if y_before != y_after:
-                x = _channel_after(cells[before][1])
+                x = _channel_after(grid.cells[before][1])
                 points += [(x, y_before), (x, y_after)]
     else:
-        band = cells[edge.source][0]
-        rows_bottom = bands[band].y + (max(r for b, _, r in cells.values() if b == band) + 1) * ROW_H
-        corridor = rows_bottom + LOOP_PAD + LOOP_STEP * loops[band].index(index)
-        leave, enter = _channel_after(cells[edge.source][1]), _channel_after(cells[edge.target][1] - 1)
+        (band, source_layer, _), (_, target_layer, _) = grid.cells[edge.source], grid.cells[edge.target]
+        corridor = grid.corridor(band, index)
+        leave, enter = _channel_after(source_layer), _channel_after(target_layer - 1)
         points += [(leave, source.cy), (leave, corridor), (enter, corridor), (enter, target.cy)]
     return [*points, (target.x, target.cy)]
 
@@ -600,16 +604,14 @@ def _read_lane(lane: StdElement, pool: str | None) -> Lane:
 
 
 def _read_node(element: StdElement, lane_of: dict[str, str]) -> Node:
-    fields = {
-        "id": _graph_id(element.get("id", "")),
-        "kind": TAG_KIND[_local(element.tag)],
-        "label": element.get("name", ""),
-        "lane": lane_of.get(element.get("id", "")),
-    }
     documentation = element.find(_m("documentation"))
-    if "note" in Node.model_fields and documentation is not None:
-        fields["note"] = documentation.text or ""
-    return Node(**fields)
+    return Node(
+        id=_graph_id(element.get("id", "")),
+        kind=TAG_KIND[_local(element.tag)],
+        label=element.get("name", ""),
+        lane=lane_of.get(element.get("id", "")),
+        note=(documentation.text or "") if documentation is not None else "",
+    )
 
 
 def _read_edge(flow: StdElement, node_ids: dict[str | None, str]) -> Edge | None:

@@ -22,8 +22,9 @@ The layout (English; Russian uses the words in `WORDS["ru"]`):
        - When all branches are done: go to step 9.
 
     ## End states
-    - <end state>: <what it means>        the end node's label and note
+    - <end state> (<lane>): <what it means>   the end node's label, lane and note
 
+An end state that names no lane gets the lane of the steps leading to it, if they share one.
 A step without branch lines leads to the next step. "Event: …" and "Subprocess: …" mark
 intermediate events and subprocesses; "End: …" an end that has steps after it. A text that
 names no start step starts at step 1: the graph gets a start node called "Start" ("Начало"),
@@ -275,6 +276,7 @@ class _GraphBuilder:
         self.nodes += steps
         self._edges(steps)
         self._unreached_ends()
+        self._end_lanes()
         self.nodes += self._end_nodes
         title = self.draft.title or self.words.untitled
         return {"title": title[:LABEL_MAX_CHARS], "language": language, "pools": self.pools, "lanes": self.lanes,
@@ -310,15 +312,26 @@ class _GraphBuilder:
         referenced = [branch.end for step in self.draft.steps for branch in step.branches if branch.end is not None]
         for entry in self.draft.ends:
             label, note = _split_end(entry, referenced)
-            self._end_node(label, note)
+            label, lane = self._lane_of(label)
+            self._end_node(label, note, lane)
 
-    def _end_node(self, label: str, note: str = "") -> str:
+    def _end_node(self, label: str, note: str = "", lane: str | None = None) -> str:
         key = normalise_label(label)
         if key not in self.end_ids:
             node_id = f"e{len(self._end_nodes) + 1}"
             self.end_ids[key] = node_id
-            self._end_nodes.append(Node(id=node_id, kind=NodeKind.END, label=self._cut(label), note=self._cut(note)))
+            node = Node(id=node_id, kind=NodeKind.END, label=self._cut(label), note=self._cut(note), lane=lane)
+            self._end_nodes.append(node)
         return self.end_ids[key]
+
+    def _end_lanes(self) -> None:
+        """An end state that names no lane is drawn in the lane of the steps leading to it,
+        when they share one."""
+        lanes = {node.id: node.lane for node in self.nodes}
+        for index, node in enumerate(self._end_nodes):
+            before = {lanes[edge.source] for edge in self.edges if edge.target == node.id}
+            if node.lane is None and len(before) == 1 and None not in before:
+                self._end_nodes[index] = node.model_copy(update={"lane": before.pop()})
 
     def _step_node(self, position: int, step: _Step) -> Node:
         text, lane = self._lane_of(step.text)
@@ -426,7 +439,7 @@ def render_text(graph: ProcessGraph, language: str) -> str:
         lines += [f"   - {line}" for line in _branch_lines(graph, node, numbers, words)]
     ends = [node for node in graph.nodes if _is_terminal_end(graph, node)]
     if ends:
-        lines += ["", f"## {words.ends}", *[f"- {_end_entry(node)}" for node in ends]]
+        lines += ["", f"## {words.ends}", *[f"- {_end_entry(graph, node)}" for node in ends]]
     return "\n".join(lines).strip() + "\n"
 
 
@@ -509,8 +522,10 @@ def _target(graph: ProcessGraph, edge: Edge, numbers: dict[str, int], words: Wor
     return f"{words.end}: {label}" if label else words.end
 
 
-def _end_entry(node: Node) -> str:
-    return f"{_one_line(node.label)}: {_one_line(node.note)}" if node.note else _one_line(node.label)
+def _end_entry(graph: ProcessGraph, node: Node) -> str:
+    lane = next((lane for lane in graph.lanes if lane.id == node.lane), None)
+    name = f"{_one_line(node.label)} ({_one_line(lane.name)})" if lane else _one_line(node.label)
+    return f"{name}: {_one_line(node.note)}" if node.note else name
 
 
 def _one_line(text: str) -> str:
