@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from django.conf import settings
 
-from describer import postprocess, prompts
+from describer import graphs, postprocess, prompts
 from describer.images import load_for_model
 from describer.models import Conversion, ConversionExample, Example
 
@@ -38,9 +38,14 @@ class Describe:
         return prompts.describe_messages(image, [example.description for example in examples], job.language)
 
     def result(self, job: Conversion, text: str) -> tuple[dict, None]:
-        """The finishing fields of the row, from the model's whole text."""
-        structure = postprocess.structure_description(text, job.language)
-        return {"output_text": structure.to_markdown(), "output_structure": structure.as_dict()}, None
+        """The finishing fields of the row, from the model's whole text: the process graph, and
+        the description rendered from it (so text and graph agree). Without a graph (too large,
+        say: the reason is in graph_notes) the text is structured leniently as it stands."""
+        result = graphs.from_description(text, job.language)
+        canonical = graphs.description_text(result.graph, job.language) if result.graph else text
+        structure = postprocess.structure_description(canonical, job.language)
+        fields = {"output_text": structure.to_markdown(), "output_structure": structure.as_dict(), **result.fields()}
+        return fields, None
 
 
 def retrieve(runtime: DescriberRuntime, job: Conversion, image) -> list[Example]:

@@ -137,6 +137,10 @@ class Conversion(models.Model):
         blank=True, help_text="The structured description (Markdown).", verbose_name=_("description")
     )
     output_structure = models.JSONField(null=True, blank=True, verbose_name=_("structured description"))
+    # The process graph behind the text and the drawing (describer/graph/model.py, as JSON).
+    output_graph = models.JSONField(null=True, blank=True, verbose_name=_("process graph"))
+    # What the graph could not take: not_understood (lines), problems, unsupported ([line, reason]).
+    graph_notes = models.JSONField(default=dict, blank=True, verbose_name=_("graph notes"))
     output_mermaid = models.TextField(
         blank=True, help_text="The current Mermaid code (latest version).", verbose_name=_("Mermaid code")
     )

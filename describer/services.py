@@ -18,7 +18,7 @@ from django.utils import translation
 from django.utils.text import Truncator
 from django.utils.translation import gettext as _
 
-from describer import jobs
+from describer import graphs, jobs
 from describer.images import NormalisedImage, thumbnail_from_bytes
 from describer.models import Conversion, MermaidVersion
 
@@ -118,8 +118,11 @@ def mermaid_version_add(conversion: Conversion, *, code: str, origin: str, parse
         version = MermaidVersion.objects.create(
             conversion=conversion, number=last + 1, code=code, origin=origin, parse_error=parse_error
         )
-        Conversion.objects.filter(pk=conversion.pk).update(output_mermaid=code)
+        # Every version, the model's or the user's, is read into the graph behind the exports.
+        graph_fields = graphs.from_mermaid(code).fields()
+        Conversion.objects.filter(pk=conversion.pk).update(output_mermaid=code, **graph_fields)
     conversion.output_mermaid = code
+    conversion.output_graph, conversion.graph_notes = graph_fields["output_graph"], graph_fields["graph_notes"]
     return version
 
 

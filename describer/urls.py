@@ -21,6 +21,7 @@ urlpatterns = [
     path("c/<uuid:pk>/description.md", views.download_markdown, name="download_markdown"),
     path("c/<uuid:pk>/promote/", views.promote_example, name="promote_example"),
     path("c/<uuid:pk>/diagram.mmd", views.download_mermaid, name="download_mermaid"),
+    path("c/<uuid:pk>/download/", views.download, name="download"),
     path("c/<uuid:pk>/mermaid/", views.mermaid_save, name="mermaid_save"),
     path("c/<uuid:pk>/mermaid/restore/", views.mermaid_restore, name="mermaid_restore"),
     path("c/<uuid:pk>/repair/", views.repair, name="repair"),

@@ -26,7 +26,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import HttpResponseClientRedirect
 
-from describer import examples, services
+from describer import examples, exports, services
 from describer.forms import HistoryFilterForm, MermaidForm, PromoteForm, RepairForm, SignupForm, TextForm, UploadForm
 from describer.models import Conversion, Example, MermaidVersion
 
@@ -282,6 +282,20 @@ def download_mermaid(request: HttpRequest, pk) -> HttpResponse:
         raise Http404("This conversion has no Mermaid code yet.")
     response = HttpResponse(conversion.output_mermaid + "\n", content_type="text/plain; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{conversion.download_stem()}.mmd"'
+    return response
+
+
+def download(request: HttpRequest, pk) -> HttpResponse:
+    """The conversion as a file: ?format=markdown, json, mermaid, bpmn, svg or png (describer/exports.py)."""
+    conversion = _get_conversion_for_user(request, pk)
+    try:
+        file = exports.export(conversion, request.GET.get("format") or exports.default_format(conversion))
+    except KeyError:
+        raise Http404(f"No such format; the formats are {', '.join(exports.FORMATS)}.") from None
+    except exports.NotAvailable as error:
+        raise Http404(str(error)) from None
+    response = HttpResponse(file.content, content_type=file.content_type)
+    response["Content-Disposition"] = f'attachment; filename="{file.filename}"'
     return response
 
 

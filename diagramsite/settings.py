@@ -269,6 +269,8 @@ DESCRIBER_HEARTBEAT_S = envfloat("DESCRIBER_HEARTBEAT_S", 10)
 # at least 3 heartbeats, so one slow database write never requeues a live job).
 DESCRIBER_STALE_AFTER_S = envfloat("DESCRIBER_STALE_AFTER_S", 120)
 WORKER_CHANNEL = "describer-gpu"
+# The largest process graph accepted, in nodes (describer/graph/model.py).
+GRAPH_MAX_NODES = envint("GRAPH_MAX_NODES", 300)
 RETRIEVAL_K = envint("RETRIEVAL_K", 3)
 RETRIEVAL_MAX_DISTANCE = envfloat("RETRIEVAL_MAX_DISTANCE", 0.6)
 

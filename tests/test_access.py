@@ -116,6 +116,7 @@ CONVERSION_URLS = {
     "thumbnail": ["get"],
     "download_markdown": ["get"],
     "download_mermaid": ["get"],
+    "download": ["get"],
     "mermaid_save": ["post"],
     "mermaid_restore": ["post"],
     "repair": ["post"],

@@ -24,6 +24,7 @@ OPERATIONS = {
     ("delete", "/api/v1/conversions/{conversion_id}"),
     ("get", "/api/v1/conversions/{conversion_id}/events"),
     ("post", "/api/v1/conversions/{conversion_id}/cancel"),
+    ("get", "/api/v1/conversions/{conversion_id}/export"),
 }
 
 

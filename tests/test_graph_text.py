@@ -110,6 +110,7 @@ def test_the_implied_start_is_left_out_when_rendering_so_the_russian_text_is_unc
 def test_the_same_graph_renders_in_either_language():
     english = render_text(read_text(OTPUSK).graph, "en")
 
+    assert english.startswith("# Отпуск\n\n## Steps\n1. Написать")  # the implied start, in any language, left out
     assert "## Steps\n1. Написать заявление\n2. Заявление подписано?\n   - If да: end: Отпуск оформлен." in english
     assert "## End states\n- Отпуск оформлен: приказ издан" in english
 
@@ -193,9 +194,7 @@ def test_parallel_splits_and_joins_round_trip():
 
 
 def test_events_subprocesses_and_an_end_with_steps_after_it_have_their_prefixes():
-    text = steps_text(
-        "Start", "Event: payment received", "Subprocess: Check the credit", "End: Closed for today", "Reopen tomorrow"
-    )
+    text = steps_text("Event: payment received", "Subprocess: Check the credit", "End: Closed for today", "Reopen tomorrow")
 
     graph = read_text(text).graph
 
@@ -294,3 +293,12 @@ def test_an_overlong_step_is_cut_and_reported():
 def test_the_language_is_detected_from_the_letters_unless_given():
     assert detect_language(OTPUSK) == "ru" and detect_language(LEAVE) == "en"
     assert read_text(LEAVE, "other").graph.language == "other"
+
+
+def test_a_written_start_step_keeps_its_number_and_an_implied_one_is_left_out():
+    written, implied = steps_text("Start", "Boil the water"), steps_text("Boil the water")
+
+    assert [node.id for node in read_text(written).graph.nodes] == ["s1", "s2"]
+    assert [node.id for node in read_text(implied).graph.nodes] == ["start", "s1"]
+    assert render_text(read_text(written).graph, "en") == written
+    assert render_text(read_text(implied).graph, "en") == implied

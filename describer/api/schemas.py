@@ -9,6 +9,7 @@ from uuid import UUID
 from django.urls import reverse
 from ninja import Field, Schema
 
+from describer.graph.model import ProcessGraph
 from describer.models import Conversion, ConversionExample
 
 
@@ -80,6 +81,14 @@ class ConversionOut(Schema):
         description="Diagram → text: title, participants, steps (with conditions and branches), end states."
     )
     output_mermaid: str = Field(description="Text → diagram: the Mermaid code, once done.")
+    graph: ProcessGraph | None = Field(
+        description="The process graph behind the description and the drawing, once done; every export is "
+        "rendered from it (GET …/export)."
+    )
+    graph_notes: dict[str, Any] = Field(
+        description="What the graph could not take: `not_understood` (lines of the model's text), `problems` "
+        "(e.g. a step number that does not exist), `unsupported` ([line, reason] of Mermaid code)."
+    )
     error_message: str = Field(description="Why it failed, when status is failed.")
     tokens_generated: int
     timings: dict[str, int | float | None] = Field(
@@ -94,6 +103,10 @@ class ConversionOut(Schema):
     url: str = Field(description="This conversion in the API.")
     events_url: str = Field(description="Its live progress as Server-Sent Events.")
     page_url: str = Field(description="Its page on the web site.")
+
+    @staticmethod
+    def resolve_graph(obj: Conversion) -> dict | None:
+        return obj.output_graph
 
     @staticmethod
     def resolve_queue_position(obj: Conversion) -> int | None:

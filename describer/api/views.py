@@ -17,7 +17,7 @@ from django.urls import reverse
 from django.utils.translation import gettext as _
 from ninja import File, Form, Query, Router, Schema, Status, UploadedFile
 
-from describer import services
+from describer import exports, services
 from describer.api.problems import ApiProblem, form_problem
 from describer.api.ratelimit import check_job_rate
 from describer.api.schemas import ConversionOut, ConversionPage, ListFilters, Problem, TextIn
@@ -150,6 +150,41 @@ def delete_conversion(request: HttpRequest, conversion_id: UUID):
     services.conversion_delete(_get_conversion_for_token(request, conversion_id))
     return Status(204, None)
 
+
+EXPORT_DESCRIPTION = """The conversion as a file, rendered from its process graph: `format=` one of markdown, json,
+mermaid, bpmn, svg, png — or, without `format`, by the Accept header (text/markdown, application/json,
+text/vnd.mermaid, application/bpmn+xml, image/svg+xml, image/png). 404 while there is nothing to export yet;
+406 for a format it does not know."""
+
+
+@router.get(
+    "/conversions/{uuid:conversion_id}/export",
+    response=problems(401, 404, 406),  # the 200 (a file of one of several types) is in openapi_extra
+    summary="Download a conversion (Markdown, JSON, Mermaid, BPMN, SVG, PNG)",
+    description=EXPORT_DESCRIPTION,
+    openapi_extra={"responses": {"200": {"description": "The file.", "content": {
+        media: {"schema": {"type": "string", "format": "binary"}} for media in exports.MEDIA_TYPES}}}},
+)
+def export_conversion(request: HttpRequest, conversion_id: UUID, format: str | None = None):  # noqa: A002
+    conversion = _get_conversion_for_token(request, conversion_id)
+    fmt = format or _negotiated_format(request.headers.get("Accept", ""))
+    if fmt not in exports.FORMATS:
+        raise ApiProblem(406, _("Unknown format; the formats are %(formats)s.") % {"formats": ", ".join(exports.FORMATS)})
+    try:
+        file = exports.export(conversion, fmt)
+    except exports.NotAvailable as error:
+        raise ApiProblem(404, str(error)) from None
+    response = HttpResponse(file.content, content_type=file.content_type)
+    response["Content-Disposition"] = f'attachment; filename="{file.filename}"'
+    return response
+
+
+def _negotiated_format(accept: str) -> str:
+    for part in accept.split(","):
+        media = part.split(";")[0].strip().lower()
+        if media in exports.MEDIA_TYPES:
+            return exports.MEDIA_TYPES[media]
+    return "json" if not accept.strip() or "*/*" in accept else ""
 
 @router.post(
     "/conversions/{uuid:conversion_id}/cancel",

@@ -2,7 +2,8 @@
 
 `render_bpmn` lays the graph out itself: BPMN without DI cannot be opened by bpmn-js or the
 Camunda Modeler, and a model never writes usable coordinates. The layout is layered left to
-right (see `_layout`); sizes are bpmn-js's defaults.
+right (see `_layout`); sizes are bpmn-js's defaults. `layout` hands the same geometry to the
+SVG and PNG renderers (describer/graph/images.py), so every drawing of a graph agrees.
 
 Ids: node ids are written unchanged (the graph's id pattern is a subset of XML's NCName). Every
 other element gets a prefix with a dot (`pool.`, `lane.`, `flow.`, …); graph ids cannot contain
@@ -313,9 +314,20 @@ Cell = tuple[str, int, int]  # band, layer, row
 
 
 @dataclass(frozen=True)
+class Region:
+    """A pool or a lane as drawn: a band with its name written in a strip at its left."""
+
+    element: str  # the participant's or lane's element id, a key of Layout.boxes
+    name: str
+    box: Box
+
+
+@dataclass(frozen=True)
 class Layout:
     boxes: dict[str, Box]  # participants, lanes and nodes by element id
     waypoints: list[list[Point]]  # one list per graph edge
+    pools: list[Region]  # the participants, the implicit one included, in document order
+    lanes: list[Region]  # in the graph's order
 
 
 @dataclass(frozen=True)
@@ -336,6 +348,11 @@ class Grid:
         return rows_bottom + LOOP_PAD + LOOP_STEP * self.loops[band].index(back_edge)
 
 
+def layout(graph: ProcessGraph) -> Layout:
+    """Where render_bpmn puts every pool, lane, node and edge (x right, y down, in px)."""
+    return _layout(graph, _pool_plans(graph))
+
+
 def _layout(graph: ProcessGraph, plans: list[PoolPlan]) -> Layout:
     """Layered, left to right. Depth-first search from the start events marks the edges that close
     loops; without them the graph is acyclic and each node's layer (column) is its longest path from
@@ -354,7 +371,10 @@ def _layout(graph: ProcessGraph, plans: list[PoolPlan]) -> Layout:
     bands, boxes = _band_boxes(plans, rows, loops, max(layer.values(), default=-1) + 1)
     grid = Grid(cells, rows, loops, bands)
     boxes |= {node.id: _node_box(node, grid) for node in graph.nodes}
-    return Layout(boxes, [_route(graph.edges[i], i, chains, grid, boxes) for i in range(len(graph.edges))])
+    waypoints = [_route(graph.edges[i], i, chains, grid, boxes) for i in range(len(graph.edges))]
+    pools = [Region(plan.participant, plan.name, boxes[plan.participant]) for plan in plans if plan.participant]
+    lanes = [Region(_lane_ref(lane.id), lane.name, boxes[_lane_ref(lane.id)]) for lane in graph.lanes]
+    return Layout(boxes, waypoints, pools, lanes)
 
 
 def _back_edges(graph: ProcessGraph) -> frozenset[int]:

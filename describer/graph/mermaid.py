@@ -22,14 +22,23 @@ The accepted subset (anything else is skipped and reported with its line number)
       id       (never shaped)  task labelled with its id
 
   A "+" drawn in a rhombus is the gateway's symbol, not its name: the label is "".
-- Labels: Mermaid entity codes (`#quot;`, `#35;`, `#amp;`, …) are decoded, `<br>` is a line
-  break, Markdown strings (`"\\`…\\`"`) lose their backticks.
+- Labels: Mermaid entity codes (`#quot;`, `#35;`, `#amp;`, `#9829;`) and HTML ones (`&amp;`)
+  are decoded, `<br>` is a line break, a Markdown string ("`…`") loses its backticks.
 - Edges: `-->`, `---`, `-.->`, `==>`, `--o`, `--x` and longer ones; labels as `-->|x|` or
   `-- x -->` (`-. x .->`, `== x ==>`); chains `A --> B --> C`; `A & B --> C & D`.
   `~~~` only places nodes (no edge); `<-->` is read as one edge, left to right.
 
 The graph's language comes from a `%% type: …, lang: xx` line (the examples' metadata), node
 notes from `%% note <id>: …` lines, which render_mermaid writes so that nothing is lost.
+
+render_mermaid draws like the starter examples: with lanes `flowchart LR`, events as circles
+and tasks rounded; without, `flowchart TD`, stadiums and rectangles; their classDefs. Every
+label is quoted, with `"`, `&`, `<`, `>`, backticks and entity-like `#…;` as entity codes and
+line breaks as `<br>`. Reading its output gives the same graph, with two exceptions: ids that
+Mermaid refuses (keywords such as `end`; a lane and a node of one id) get a "_" appended, and
+lanes of one pool must be listed together. Mermaid 12 shows `&`, `<` and `>` right in the
+site's SVG text labels, but other entity codes (so `"`) literally there (mermaid-js/mermaid#7015);
+HTML labels show them all.
 """
 
 from __future__ import annotations
@@ -125,7 +134,6 @@ class _Subgraph:
     parent: str | None
     line: int
     children: list[str] = field(default_factory=list)
-    has_nodes: bool = False
 
 
 @dataclass
@@ -260,7 +268,8 @@ class _Reader:
         node.classes += ref.classes
         if node.subgraph is None and self.stack:
             node.subgraph = self.stack[-1]
-            self.subgraphs[self.stack[-1]].has_nodes = True
+        if ref.id in self.subgraphs:
+            self.unsupported.append((self.line, f"“{ref.id}” is a subgraph; an edge to a subgraph is read as a node."))
 
     def graph_fields(self) -> dict:
         ids = _GraphIds(self.nodes, self.subgraphs)
@@ -545,25 +554,33 @@ def render_mermaid(graph: ProcessGraph) -> str:
     lines = _front(graph)
     lines.append("flowchart LR" if graph.lanes else "flowchart TD")
     lines += _body(graph, ids)
-    lines += [f"  {ids[edge.source]} -->{_edge_text(edge)} {ids[edge.target]}" for edge in graph.edges]
+    lines += [f"  {ids.node[edge.source]} -->{_edge_text(edge)} {ids.node[edge.target]}" for edge in graph.edges]
     lines += _classes(graph, ids)
-    lines += [f"  style {ids[lane.id]} {LANE_STYLE}" for lane in graph.lanes]
-    lines += [f"%% note {ids[node.id]}: {_escape(node.note)}" for node in graph.nodes if node.note]
+    lines += [f"  style {ids.group[lane.id]} {LANE_STYLE}" for lane in graph.lanes]
+    lines += [f"%% note {ids.node[node.id]}: {_escape(node.note)}" for node in graph.nodes if node.note]
     return "\n".join(lines) + "\n"
 
 
-def _mermaid_ids(graph: ProcessGraph) -> dict[str, str]:
+@dataclass(frozen=True)
+class _MermaidIds:
+    node: dict[str, str]
+    group: dict[str, str]  # pools and lanes
+
+
+def _mermaid_ids(graph: ProcessGraph) -> _MermaidIds:
     """Graph ids as they are, unless Mermaid would not take them: a keyword, or a lane and a
     node of one id (Mermaid has one namespace for both). Those get a "_" more."""
-    ids: dict[str, str] = {}
     taken: set[str] = set()
-    for item_id in [*(pool.id for pool in graph.pools), *(lane.id for lane in graph.lanes), *(n.id for n in graph.nodes)]:
+
+    def free(item_id: str) -> str:
         candidate = item_id
         while candidate in RESERVED_IDS or candidate in taken:
             candidate += "_"
-        ids.setdefault(item_id, candidate)
-        taken.add(ids[item_id])
-    return ids
+        taken.add(candidate)
+        return candidate
+
+    group = {item.id: free(item.id) for item in [*graph.pools, *graph.lanes]}
+    return _MermaidIds(node={node.id: free(node.id) for node in graph.nodes}, group=group)
 
 
 def _front(graph: ProcessGraph) -> list[str]:
@@ -573,7 +590,7 @@ def _front(graph: ProcessGraph) -> list[str]:
     return lines
 
 
-def _body(graph: ProcessGraph, ids: dict[str, str]) -> list[str]:
+def _body(graph: ProcessGraph, ids: _MermaidIds) -> list[str]:
     """Node declarations inside their lanes when that keeps the graph's node order (so a
     reading gives the same graph); otherwise declared first, and the lanes list their ids."""
     blocks = _lane_blocks(graph)
@@ -601,24 +618,24 @@ def _lane_blocks(graph: ProcessGraph) -> list[tuple[Pool | None, list[Lane]]]:
 
 
 def _subgraph_lines(
-    graph: ProcessGraph, blocks: list[tuple[Pool | None, list[Lane]]], ids: dict[str, str], *, declare: bool
+    graph: ProcessGraph, blocks: list[tuple[Pool | None, list[Lane]]], ids: _MermaidIds, *, declare: bool
 ) -> list[str]:
     lines = []
     for pool, lanes in blocks:
         indent = "    " if pool else "  "
         if pool:
-            lines.append(f'  subgraph {ids[pool.id]} ["{_escape(pool.name)}"]')
+            lines.append(f'  subgraph {ids.group[pool.id]} ["{_escape(pool.name)}"]')
         for lane in lanes:
             members = [node for node in graph.nodes if node.lane == lane.id]
-            lines.append(f'{indent}subgraph {ids[lane.id]} ["{_escape(lane.name)}"]')
-            lines += [f"{indent}  {_declaration(graph, node, ids) if declare else ids[node.id]}" for node in members]
+            lines.append(f'{indent}subgraph {ids.group[lane.id]} ["{_escape(lane.name)}"]')
+            lines += [f"{indent}  {_declaration(graph, node, ids) if declare else ids.node[node.id]}" for node in members]
             lines.append(f"{indent}end")
         if pool:
             lines.append("  end")
     return lines
 
 
-def _declaration(graph: ProcessGraph, node: Node, ids: dict[str, str]) -> str:
+def _declaration(graph: ProcessGraph, node: Node, ids: _MermaidIds) -> str:
     label = _escape(node.label)
     if node.kind == NodeKind.PARALLEL:
         shape = f'{{{{"{label}"}}}}' if node.label else '{"+"}'
@@ -630,18 +647,18 @@ def _declaration(graph: ProcessGraph, node: Node, ids: dict[str, str]) -> str:
         shape = f'[["{label}"]]'
     else:
         shape = f'("{label}")' if graph.lanes else f'["{label}"]'
-    return f"{ids[node.id]}{shape}"
+    return f"{ids.node[node.id]}{shape}"
 
 
 def _edge_text(edge: Edge) -> str:
     return f'|"{_escape(edge.label)}"|' if edge.label else ""
 
 
-def _classes(graph: ProcessGraph, ids: dict[str, str]) -> list[str]:
+def _classes(graph: ProcessGraph, ids: _MermaidIds) -> list[str]:
     """The examples' classDefs; the class of a start, end or event decides its kind on reading."""
     members: dict[str, list[str]] = {}
     for node in graph.nodes:
-        members.setdefault(CLASS_OF_KIND[node.kind], []).append(ids[node.id])
+        members.setdefault(CLASS_OF_KIND[node.kind], []).append(ids.node[node.id])
     lines = [f"  classDef {name} {style}" for name, style in CLASS_DEFS.items() if name in members]
     return lines + [f"  class {','.join(members[name])} {name}" for name in CLASS_DEFS if name in members]
 

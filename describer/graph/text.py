@@ -27,8 +27,8 @@ The layout (English; Russian uses the words in `WORDS["ru"]`):
 An end state that names no lane gets the lane of the steps leading to it, if they share one.
 A step without branch lines leads to the next step. "Event: …" and "Subprocess: …" mark
 intermediate events and subprocesses; "End: …" an end that has steps after it. A text that
-names no start step starts at step 1: the graph gets a start node called "Start" ("Начало"),
-and rendering leaves such a start out again. Line breaks in labels are written as "<br>".
+names no start step starts at step 1: the graph gets a start node "start" called "Start"
+("Начало"), and rendering leaves that node out again. Line breaks in labels are written as "<br>".
 
 Reading is lenient, like describer/postprocess.py: headings drift, steps may be bulleted,
 branches may say "If yes, go to step 7" or "Да → шаг 7". Lines that fit nowhere are kept in
@@ -101,7 +101,7 @@ TARGET_STEP = (
     r"(?:(?:step|шаг[ауеи]?)\s*(?:№\s*)?)(?P<step>\d{1,3})"
     r"|(?:→|->)\s*(?P<arrow>\d{1,3})"
 )
-BRANCH_TO_STEP = re.compile(rf"^(?:(?P<cond>.*?)\s*[:,—–]\s*)?(?:then\s+|то\s+)?(?:{TARGET_STEP})$", re.I | re.S)
+BRANCH_TO_STEP = re.compile(rf"^(?:(?P<cond>.*?)(?:\s*[:,—–]\s*|\s+(?=→|->)))?(?:then\s+|то\s+)?(?:{TARGET_STEP})$", re.I | re.S)
 BRANCH_TO_END = re.compile(r"^(?:(?P<cond>.*?)\s*[:,—–]\s*)?(?:end|конец|finish|завершение)\s*(?::\s*(?P<end>.*?))?$", re.I | re.S)
 LANE_SUFFIX = re.compile(r"^(?P<text>.*?\S)\s*\((?P<lane>[^()]+)\)$")
 KIND_PREFIXES = (
@@ -118,6 +118,7 @@ PARALLEL_WORDS = {"in parallel", "parallel", "параллельно", "одно
 JOIN_WORDS = {"when all branches are done", "when all are done", "after all branches", "когда все ветви завершены"}
 # Decision labels that read as a condition by themselves: rendered without "If".
 OWN_CONDITION = re.compile(r"^(otherwise|else|when|unless|иначе|в противном случае|когда|пока)\b", re.I)
+IMPLIED_START_ID = "start"
 LINE_BREAK = re.compile(r"<br\s*/?>", re.I)
 CYRILLIC = re.compile(r"[а-яё]", re.I)
 LATIN = re.compile(r"[a-z]", re.I)
@@ -271,8 +272,8 @@ class _GraphBuilder:
         steps = [self._step_node(position, step) for position, step in enumerate(self.draft.steps, 1)]
         starts = [node for node in steps if node.kind == NodeKind.START]
         if steps and not starts:
-            self.nodes.append(Node(id="start", kind=NodeKind.START, label=self.words.start))
-            self.edges.append(Edge(source="start", target=steps[0].id))
+            self.nodes.append(Node(id=IMPLIED_START_ID, kind=NodeKind.START, label=self.words.start))
+            self.edges.append(Edge(source=IMPLIED_START_ID, target=steps[0].id))
         self.nodes += steps
         self._edges(steps)
         self._unreached_ends()
@@ -451,11 +452,13 @@ def _rendered_steps(graph: ProcessGraph, words: Words) -> list[Node]:
 
 
 def _is_implied_start(graph: ProcessGraph, steps: list[Node], words: Words) -> bool:
-    """The start that read_text adds to a text without one: left out, so the text stays as written."""
+    """The start that read_text adds to a text without one: left out, so the text stays as written.
+    Its id tells it from a written "1. Start", which keeps its number."""
     first, out = steps[0], graph.outgoing(steps[0].id)
     return (
-        first.kind == NodeKind.START
-        and first.label.casefold() == words.start.casefold()
+        first.id == IMPLIED_START_ID
+        and first.kind == NodeKind.START
+        and first.label.casefold() in {other.start.casefold() for other in WORDS.values()}
         and first.lane is None
         and not first.note
         and not graph.incoming(first.id)
