@@ -13,6 +13,7 @@ PostgreSQL is the queue: a queued Conversion row is the job. The transitions:
     failed | cancelled ──retry──▶ queued     (the owner)
     done | failed ──repair──▶ queued         (text → diagram: the model fixes rejected code)
     done | failed ──accept_edit──▶ done      (the user's own code is the result)
+    queued ──done_without_model──▶ done      (a drawing made from a description's graph)
 
 Worker-side transitions (start, progress, finish, fail, release) are conditional updates: they
 take only while the row is still this worker's running job, and return whether they took, as
@@ -266,6 +267,17 @@ def repair(job: Conversion, error: str) -> bool:
     )
     if took:
         log.info("job %s queued for a repair", job.pk)
+    return bool(took)
+
+
+def done_without_model(job: Conversion) -> bool:
+    """A new job whose result needs no model (a drawing made from a description's graph)."""
+    took = Conversion.objects.filter(pk=job.pk, status=Status.QUEUED, worker="").update(
+        status=Status.DONE, stage=Stage.FINISHED, finished_at=timezone.now()
+    )
+    if took:
+        job.status, job.stage = Status.DONE, Stage.FINISHED
+        log.info("job %s done without the model", job.pk)
     return bool(took)
 
 

@@ -405,6 +405,7 @@ class MermaidVersion(models.Model):
         REPAIR = "repair", _("Repaired by the model")
         EDIT = "edit", _("Edited by you")
         RESTORE = "restore", _("Restored from an earlier version")
+        GRAPH = "graph", _("Drawn from the description's graph")
 
     conversion = models.ForeignKey(
         Conversion, on_delete=models.CASCADE, related_name="mermaid_versions", verbose_name=_("conversion")

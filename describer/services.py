@@ -183,6 +183,25 @@ def conversion_request_repair(conversion: Conversion, *, code: str, error: str) 
         transaction.on_commit(wake_worker)
 
 
+def conversion_edit_as_mermaid(source: Conversion) -> Conversion:
+    """A description's graph opened in the Mermaid editor: a text → diagram conversion whose first
+    version is the graph's Mermaid, done at once (no model pass, unlike conversion_draw)."""
+    if source.kind != Conversion.Kind.DIAGRAM_TO_TEXT or not source.output_graph:
+        raise ConversionStateError(_("Only a finished description with a process graph can be edited as Mermaid."))
+    with transaction.atomic():
+        drawing = Conversion.objects.create(
+            interface_language=translation.get_language() or "",
+            owner=source.owner,
+            kind=Conversion.Kind.TEXT_TO_DIAGRAM,
+            input_text=source.output_text[: settings.TEXT_INPUT_MAX_CHARS],
+            title=source.title,
+            source=source,
+        )
+        mermaid_version_add(drawing, code=graphs.mermaid_of(source.output_graph), origin=MermaidVersion.Origin.GRAPH)
+        jobs.done_without_model(drawing)
+    return drawing
+
+
 def conversion_draw(source: Conversion) -> Conversion:
     """The round trip: draw a finished description as a new text → diagram conversion."""
     if source.kind != Conversion.Kind.DIAGRAM_TO_TEXT or source.status != Conversion.Status.DONE:

@@ -26,4 +26,5 @@ urlpatterns = [
     path("c/<uuid:pk>/mermaid/restore/", views.mermaid_restore, name="mermaid_restore"),
     path("c/<uuid:pk>/repair/", views.repair, name="repair"),
     path("c/<uuid:pk>/draw/", views.draw, name="draw"),
+    path("c/<uuid:pk>/edit-as-mermaid/", views.edit_as_mermaid, name="edit_as_mermaid"),
 ]

@@ -300,6 +300,18 @@ def download(request: HttpRequest, pk) -> HttpResponse:
 
 
 @require_POST
+def edit_as_mermaid(request: HttpRequest, pk) -> HttpResponse:
+    """A description's graph in the Mermaid editor, at once (no model pass)."""
+    source = _get_conversion_for_user(request, pk)
+    try:
+        drawing = services.conversion_edit_as_mermaid(source)
+    except services.ConversionStateError as error:
+        messages.error(request, str(error))
+        return _redirect(request, source.get_absolute_url())
+    return _redirect(request, drawing.get_absolute_url())
+
+
+@require_POST
 def draw(request: HttpRequest, pk) -> HttpResponse:
     """The round trip: draw a finished description as a new text → diagram conversion."""
     source = _get_conversion_for_user(request, pk)

@@ -121,6 +121,7 @@ CONVERSION_URLS = {
     "mermaid_restore": ["post"],
     "repair": ["post"],
     "draw": ["post"],
+    "edit_as_mermaid": ["post"],
     "promote_example": ["post"],
 }
 STAFF_ONLY = {"promote_example"}
