@@ -79,8 +79,8 @@ def _json(conversion: Conversion) -> str:
 def _mermaid(conversion: Conversion) -> str:
     # Text → diagram: the code as written (it may hold more than the graph takes).
     if conversion.output_mermaid:
-        return conversion.output_mermaid + "\n"
-    return render_mermaid(_graph(conversion)) + "\n"
+        return conversion.output_mermaid.rstrip("\n") + "\n"
+    return render_mermaid(_graph(conversion)).rstrip("\n") + "\n"
 
 
 def _bpmn(conversion: Conversion) -> str:
