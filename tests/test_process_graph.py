@@ -157,3 +157,12 @@ def test_edit_as_mermaid_opens_the_graph_in_the_editor_at_once(alice, make_conve
     [version] = drawing.mermaid_versions.all()
     assert version.origin == MermaidVersion.Origin.GRAPH
     assert ProcessGraph.model_validate(drawing.output_graph).nodes == ProcessGraph.model_validate(source.output_graph).nodes
+
+
+def test_saving_mermaid_code_says_which_line_the_graph_could_not_take(alice, make_conversion):
+    conversion = make_conversion(kind=Conversion.Kind.TEXT_TO_DIAGRAM, status="done", input_text="x")
+    code = "flowchart TD\n  a([Start]) --> b[Work]\n  b ~~~ c([End])"
+    response = alice.post(f"/c/{conversion.pk}/mermaid/", {"code": code, "parse_error": ""}, HTTP_HX_REQUEST="true")
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert "Lines the process graph could not take" in html and "Line 3" in html
