@@ -184,3 +184,18 @@ def test_a_file_that_is_not_bpmn_is_an_error_shown_as_text(page):
     assert warnings, "the failure is reported"
     assert page.get_attribute("#diagram", "data-bpmn-state") == "error"
     assert page.locator("[data-bpmn-messages] img").count() == 0, "messages are text, never HTML"
+
+
+def test_every_starter_examples_bpmn_opens_in_bpmn_js_without_warnings(page, page_errors):
+    from describer.graph.mermaid import read_mermaid
+    from tests.example_files import STARTER
+
+    warnings = {}
+    for path in sorted(STARTER.glob("*.mmd")):
+        xml = render_bpmn(read_mermaid(path.read_text(encoding="utf-8")).graph)
+        found = bpmn_import_warnings(page, xml)
+        if found or drawn_ids(page) != exported_ids(xml):
+            warnings[path.stem] = found or ["not every element was drawn"]
+    assert len(list(STARTER.glob("*.mmd"))) == 44
+    assert warnings == {}
+    assert page_errors == []

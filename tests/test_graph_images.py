@@ -74,7 +74,7 @@ def shape_box(shape: Element) -> tuple[float, float, float, float]:
         return tuple(float(shape.get(key)) for key in ("x", "y", "width", "height"))
     if shape.tag == f"{SVG}circle":
         cx, cy = float(shape.get("cx")), float(shape.get("cy"))
-        r = float(shape.get("r")) + float(shape.get("stroke-width")) / 2  # the border lies inside the box
+        r = float(shape.get("r")) + float(shape.get("stroke-width", 0)) / 2  # the border lies inside the box
         return cx - r, cy - r, 2 * r, 2 * r
     xs, ys = zip(*(map(float, point.split(",")) for point in shape.get("points").split()), strict=True)
     return min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)
@@ -87,31 +87,22 @@ def view_box(root: Element) -> tuple[float, float, float, float]:
 
 def extents(root: Element) -> list[tuple[str, tuple[float, float, float, float]]]:
     """(what, (left, top, right, bottom)) of every shape, path and line of text drawn."""
+    markers = {id(e) for defs in root.iter(f"{SVG}defs") for e in defs.iter()}  # in their own coordinates
     found = []
     for element in root.iter():
         tag = element.tag.removeprefix(SVG)
-        if tag in ("rect", "circle", "polygon") and element.getparent() if hasattr(element, "getparent") else False:
-            pass
-        if tag == "path" and element.get("d", "").startswith("M") and not _in_defs(root, element):
+        if id(element) in markers:
+            continue
+        if tag == "path":
             numbers = [float(n) for n in re.findall(r"-?\d+(?:\.\d+)?", element.get("d"))]
             xs, ys = numbers[0::2], numbers[1::2]
             found.append(("path", (min(xs), min(ys), max(xs), max(ys))))
-        elif tag in ("rect", "circle", "polygon") and not _in_defs(root, element):
-            x, y, w, h = shape_box(element) if tag != "circle" or element.get("stroke-width") else (0, 0, 0, 0)
+        elif tag in ("rect", "circle", "polygon"):
+            x, y, w, h = shape_box(element)
             found.append((tag, (x, y, x + w, y + h)))
         elif tag == "text":
             found += [("text " + (line.text or ""), _line_extent(element, line)) for line in element]
     return found
-
-
-_defs_cache: dict[int, set[int]] = {}
-
-
-def _in_defs(root: Element, element: Element) -> bool:
-    key = id(root)
-    if key not in _defs_cache:
-        _defs_cache[key] = {id(e) for defs in root.iter(f"{SVG}defs") for e in defs.iter()}
-    return id(element) in _defs_cache[key]
 
 
 def _line_extent(text: Element, line: Element) -> tuple[float, float, float, float]:

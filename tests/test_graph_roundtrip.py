@@ -107,3 +107,14 @@ def test_the_comparison_tells_graphs_apart():
     assert structure(read_text(text_of("bpmn-en-employee-onboarding")).graph) != structure(
         read_mermaid(mermaid_of("bpmn-ru-onbording")).graph
     )
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_graph_of_each_example_survives_bpmn_and_the_bpmn_validates(name):
+    from describer.graph.bpmn import read_bpmn, render_bpmn, validate_bpmn
+
+    graph = read_mermaid(mermaid_of(name)).graph
+    xml = render_bpmn(graph)
+
+    assert validate_bpmn(xml) == []
+    assert read_bpmn(xml) == graph

@@ -218,7 +218,7 @@ def _extent(
     """(left, top, right, bottom) of everything drawn."""
     boxes = [(s.box.x, s.box.y, s.box.right, s.box.bottom) for s in (*bands, *nodes)]
     boxes += [(x, y, x, y) for arrow in arrows for x, y in arrow.points]
-    labels = [s.label for s in (*bands, *nodes, *arrows)] + [title]
+    labels = [s.label for s in (*bands, *nodes, *arrows)]
     boxes += [label.bounds() for label in labels if label is not None]
     if not boxes:
         return 0, 0, 0, 0
