@@ -37,6 +37,13 @@ RUN groupadd --gid 1000 app \
 
 WORKDIR /app
 
+# DejaVu Sans: the font of the PNG and SVG exports drawn on the server (Cyrillic included);
+# `make test` installs the same package (scripts/install_chromium.sh).
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends fonts-dejavu-core \
+    && rm -rf /var/lib/apt/lists/*
+
 # torch first and pinned, in its own layer: several GB that change rarely.
 # hadolint ignore=DL3013
 RUN pip install ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} torch==2.14.1 torchvision==0.29.1

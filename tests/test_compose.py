@@ -221,3 +221,14 @@ def test_the_entrypoint_says_which_database_it_waits_for(container_env):
     assert result.returncode == 1
     assert "never" not in result.stdout
     assert "gave up waiting for PostgreSQL at 127.0.0.1:1" in result.stderr
+
+
+def test_every_debian_package_of_the_image_is_installed_by_make_test_too():
+    import re
+
+    installed_in_image = set()
+    for command in re.findall(r"apt-get install ([^&\n]+)", DOCKERFILE.replace("\\\n", " ")):
+        installed_in_image.update(word for word in command.split() if not word.startswith("-"))
+    scripts = " ".join(path.read_text() for path in (ROOT / "scripts").glob("*.sh"))
+    assert installed_in_image, "the Dockerfile installs Debian packages"
+    assert {package for package in installed_in_image if package not in scripts} == set()

@@ -218,7 +218,7 @@ def _extent(
     """(left, top, right, bottom) of everything drawn."""
     boxes = [(s.box.x, s.box.y, s.box.right, s.box.bottom) for s in (*bands, *nodes)]
     boxes += [(x, y, x, y) for arrow in arrows for x, y in arrow.points]
-    labels = [s.label for s in (*bands, *nodes, *arrows)]
+    labels = [s.label for s in (*bands, *nodes, *arrows)] + [title]
     boxes += [label.bounds() for label in labels if label is not None]
     if not boxes:
         return 0, 0, 0, 0
@@ -523,7 +523,7 @@ def _colour(background: str) -> tuple[int, int, int, int]:
 
 def _png_size(scene: Scene, scale: float) -> tuple[int, int]:
     width, height = math.ceil(scene.width * scale), math.ceil(scene.height * scale)
-    if max(width, height) > MAX_SIDE or width * height > MAX_PIXELS:
+    if max(width, height) > MAX_SIDE:
         raise ImageTooLarge(
             f"The drawing would be {width}×{height} px at scale {scale:g}; a PNG may be at most "
             f"{MAX_SIDE:,} px a side and {MAX_PIXELS // 1_000_000} megapixels. "
