@@ -165,7 +165,7 @@ def _node_label(node: Node, box: Box) -> Label | None:
 def _arrow(graph: ProcessGraph, index: int, geometry: Layout) -> Arrow:
     edge = graph.edges[index]
     points = tuple(geometry.waypoints[index])
-    message = _pool_of(graph, edge.source) != _pool_of(graph, edge.target)
+    message = False
     return Arrow(edge.source, edge.target, points, message, _edge_label(edge.label, points))
 
 
@@ -523,7 +523,7 @@ def _colour(background: str) -> tuple[int, int, int, int]:
 
 def _png_size(scene: Scene, scale: float) -> tuple[int, int]:
     width, height = math.ceil(scene.width * scale), math.ceil(scene.height * scale)
-    if max(width, height) > MAX_SIDE:
+    if max(width, height) > MAX_SIDE or width * height > MAX_PIXELS:
         raise ImageTooLarge(
             f"The drawing would be {width}×{height} px at scale {scale:g}; a PNG may be at most "
             f"{MAX_SIDE:,} px a side and {MAX_PIXELS // 1_000_000} megapixels. "
