@@ -165,7 +165,7 @@ def _node_label(node: Node, box: Box) -> Label | None:
 def _arrow(graph: ProcessGraph, index: int, geometry: Layout) -> Arrow:
     edge = graph.edges[index]
     points = tuple(geometry.waypoints[index])
-    message = False
+    message = _pool_of(graph, edge.source) != _pool_of(graph, edge.target)
     return Arrow(edge.source, edge.target, points, message, _edge_label(edge.label, points))
 
 
