@@ -181,7 +181,7 @@ def _edge_label(text: str, points: tuple[Point, ...]) -> Label | None:
     their first segment, so labels there would lie on top of each other. A loop: under its
     corridor, the one free strip it has (the band's rows are above, the next corridor below)."""
     (x0, y0), (x1, _) = points[0], points[1]
-    if len(points) == 2:
+    if len(points) < 4:
         lines = wrap(text, max(x1 - x0 - 8, 40), EDGE_TEXT, max_lines=3)
         return _label(lines, x0 + 4, y0 - 3 - _height(lines, EDGE_TEXT), EDGE_TEXT, "start")
     (x, y), (x_next, _) = points[2], points[3]
@@ -300,7 +300,8 @@ def _diamond(box: Box) -> list[Point]:
 
 
 def _subprocess_mark(box: Box) -> Box:
-    return Box(box.x + (box.w - SUBPROCESS_MARK) // 2, box.bottom - SUBPROCESS_MARK - 4, SUBPROCESS_MARK, SUBPROCESS_MARK)
+    side = SUBPROCESS_MARK
+    return Box(box.x + (box.w - side) // 2, box.bottom - side - 4, side, side)
 
 
 def _marks(shape: Shape) -> list[Segment]:
@@ -429,7 +430,8 @@ def _svg_node(node: Shape) -> etree._Element:
             etree.SubElement(group, _s("circle"), inner)
     elif node.kind in GATEWAYS:
         points = " ".join(f"{x},{y}" for x, y in _diamond(box))
-        etree.SubElement(group, _s("polygon"), points=points, fill=FILL, stroke=STROKE, attrib={"stroke-width": "2", "class": "shape"})
+        attributes = {"points": points, "fill": FILL, "stroke": STROKE, "stroke-width": "2", "class": "shape"}
+        etree.SubElement(group, _s("polygon"), attributes)
     else:
         group.append(_svg_rect(box, fill=FILL, rx="10", **{"stroke-width": "2", "class": "shape"}))
     if node.kind == NodeKind.SUBPROCESS:
@@ -522,7 +524,7 @@ def _colour(background: str) -> tuple[int, int, int, int]:
 
 
 def _png_size(scene: Scene, scale: float) -> tuple[int, int]:
-    width, height = math.ceil(scene.width * scale), math.ceil(scene.height * scale)
+    width, height = math.ceil(scene.width * 2), math.ceil(scene.height * 2)
     if max(width, height) > MAX_SIDE or width * height > MAX_PIXELS:
         raise ImageTooLarge(
             f"The drawing would be {width}×{height} px at scale {scale:g}; a PNG may be at most "
@@ -609,8 +611,9 @@ class _Canvas:
         """Pillow writes only horizontally: the lines go onto their own image, turned, then laid on."""
         upright = Label(label.lines, label.x, label.top, label.size, label.width, label.align, label.bold)
         left, top, right, bottom = upright.bounds()
-        sheet = Image.new("RGBA", (math.ceil((right - left) * self.scale) + 2, math.ceil((bottom - top) * self.scale) + 2))
-        self._lines(ImageDraw.Draw(sheet), upright, lambda p: ((p[0] - left) * self.scale + 1, (p[1] - top) * self.scale + 1))
+        scale = self.scale
+        sheet = Image.new("RGBA", (math.ceil((right - left) * scale) + 2, math.ceil((bottom - top) * scale) + 2))
+        self._lines(ImageDraw.Draw(sheet), upright, lambda p: ((p[0] - left) * scale + 1, (p[1] - top) * scale + 1))
         turned = sheet.rotate(90, expand=True)
         x, y = self.xy(label.bounds()[:2])
         self.image.alpha_composite(turned, (max(0, round(x) - 1), max(0, round(y) - 1)))
