@@ -71,8 +71,9 @@ def test_the_description_streams_into_the_page(site, page, user, tiny_models_dir
     conversion = Conversion.objects.get()
     assert conversion.status == Conversion.Status.DONE
     assert page.inner_text("article.description h2") == conversion.output_structure["title"]
-    if conversion.output_graph:  # the graph's drawing arrived beside the original, in the other column
-        assert page.query_selector(".input-pane #graph-beside img.graph-svg") is not None
+    # The graph's drawing arrived beside the original, in the other column.
+    assert conversion.output_graph is not None
+    assert page.query_selector(".input-pane #graph-beside img.graph-svg") is not None
     # A reload renders the finished result from the database.
     page.reload()
     assert page.query_selector("article.description") is not None

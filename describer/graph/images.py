@@ -524,7 +524,7 @@ def _colour(background: str) -> tuple[int, int, int, int]:
 
 
 def _png_size(scene: Scene, scale: float) -> tuple[int, int]:
-    width, height = math.ceil(scene.width * 2), math.ceil(scene.height * 2)
+    width, height = math.ceil(scene.width * scale), math.ceil(scene.height * scale)
     if max(width, height) > MAX_SIDE or width * height > MAX_PIXELS:
         raise ImageTooLarge(
             f"The drawing would be {width}×{height} px at scale {scale:g}; a PNG may be at most "
