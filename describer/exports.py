@@ -94,9 +94,12 @@ def _svg(conversion: Conversion) -> str:
 
 
 def _png(conversion: Conversion) -> bytes:
-    from describer.graph.images import render_png
+    from describer.graph.images import ImageTooLarge, render_png
 
-    return render_png(_graph(conversion))
+    try:
+        return render_png(_graph(conversion))
+    except ImageTooLarge as error:  # the message gives the size and the limits
+        raise NotAvailable(str(error)) from None
 
 
 _RENDERERS = {"markdown": _markdown, "json": _json, "mermaid": _mermaid, "bpmn": _bpmn, "svg": _svg, "png": _png}
