@@ -21,8 +21,12 @@ Rules:
 - Describe only what the diagram shows. Use the diagram's own labels for steps, conditions and roles.
 - Number the steps in the order the process runs. Every decision becomes one step whose \
 branches each say their condition and where they lead ("go to step N" or "end: NAME").
-- Loops go back to an earlier step number. Parallel branches are said to run in parallel.
-- If the diagram has pools or lanes, list them as participants and name the participant of each step.
+- Loops go back to an earlier step number.
+- A parallel split gives one branch line "- In parallel: go to step N." per branch; the step that \
+waits for them all says "- When all branches are done: go to step N.".
+- Begin the first step with "Start:", an intermediate event with "Event:", a subprocess with "Subprocess:".
+- If the diagram has pools or lanes, list them as participants and name the participant of each step \
+and of each end state.
 - Write plain text in the Markdown layout below, nothing before or after it.
 
 Layout:
@@ -39,13 +43,15 @@ Layout:
 3. ...
 
 ## End states
-- <end state>: <what it means>
+- <end state> (<participant>): <what it means>
 """
 
 # Headings the model is asked to write in Russian descriptions.
 RUSSIAN_LAYOUT_NOTE = """\
 Write the headings in Russian: "## Участники", "## Шаги", "## Конечные состояния", \
-and branches as "- Если <условие>: перейти к шагу N." or "- Если <условие>: конец: <название>."\
+and branches as "- Если <условие>: перейти к шагу N." or "- Если <условие>: конец: <название>."; \
+"Начало:", "Событие:", "Подпроцесс:", "- Параллельно: перейти к шагу N." and \
+"- Когда все ветви завершены: перейти к шагу N."\
 """
 
 LANGUAGE_INSTRUCTIONS = {
