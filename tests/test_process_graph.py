@@ -166,3 +166,21 @@ def test_saving_mermaid_code_says_which_line_the_graph_could_not_take(alice, mak
     html = response.content.decode()
     assert response.status_code == 200
     assert "Lines the process graph could not take" in html and "Line 3" in html
+
+
+HOSTILE = 'Say "hi" <b>&amp; #quot; #35;\nline two 🚀 Согласовать'
+
+
+def test_awkward_labels_survive_the_json_export_and_the_api(alice, api, make_conversion):
+    from describer.graph.model import Edge, Node
+
+    graph = ProcessGraph(title=HOSTILE, language="ru", nodes=[
+        Node(id="a", kind="start", label=HOSTILE), Node(id="b", kind="end", label="Конец")],
+        edges=[Edge(source="a", target="b", label=HOSTILE)])
+    conversion = make_conversion(status="done", output_text="# x", output_graph=graph.model_dump(mode="json"))
+
+    downloaded = alice.get(f"/c/{conversion.pk}/download/?format=json").content
+    exported = api.get(f"/api/v1/conversions/{conversion.pk}/export?format=json").content
+    read = api.get(f"/api/v1/conversions/{conversion.pk}").json()["graph"]
+    for data in (json.loads(downloaded), json.loads(exported), read):
+        assert ProcessGraph.model_validate(data) == graph
