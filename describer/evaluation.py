@@ -1,0 +1,188 @@
+"""How well the describer reads diagrams: the worker's real pipeline (preprocessing, retrieval,
+model, postprocessing) on each image of a set with ground truth (`make_diagram_set`), scored
+against the true graph with describer/graph/metrics.py.
+
+`evaluate_set(runtime, items)` takes a loaded runtime (the worker's, or one a command loads),
+so it runs without pages and without the queue. With `predict=canonical` the item's own
+canonical description stands in for the model: the harness's self-check (≈ 1.0 by construction).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from django.conf import settings
+
+from describer import graphs, prompts
+from describer.graph.metrics import Scores, aggregate, score
+from describer.graph.model import ProcessGraph
+from describer.images import load_for_model
+from describer.models import Example
+
+
+@dataclass
+class Item:
+    """One diagram of a set: its image, its true graph, its buckets and split."""
+
+    name: str
+    image: Path
+    truth: ProcessGraph
+    canonical_text: str
+    buckets: dict[str, str]
+    split: str
+
+    def image_sha256(self) -> str:
+        return hashlib.sha256(self.image.read_bytes()).hexdigest()
+
+
+@dataclass
+class ItemResult:
+    name: str
+    buckets: dict[str, str]
+    parsed: bool
+    scores: Scores | None
+    retrieved: int = 0
+    retrieved_same_kind: int = 0
+    leaked: bool = False  # its own image is a retrieval example
+    seconds: float = 0.0
+    problems: list[str] = field(default_factory=list)
+
+
+def load_items(directory: Path, *, split: str = "all", limit: int | None = None) -> list[Item]:
+    """The items of a set written by `make_diagram_set` (its manifest.json)."""
+    manifest = json.loads((directory / "manifest.json").read_text(encoding="utf-8"))
+    items = []
+    for entry in manifest["items"]:
+        if split != "all" and entry["split"] != split:
+            continue
+        truth = ProcessGraph.model_validate_json((directory / entry["graph"]).read_text(encoding="utf-8"))
+        text = (directory / entry["text"]).read_text(encoding="utf-8")
+        items.append(Item(entry["name"], directory / entry["image"], truth, text, entry["buckets"], entry["split"]))
+    return items[:limit] if limit else items
+
+
+def evaluate_set(
+    runtime, items: Iterable[Item], *, predict: str = "model", progress: Callable[[], None] = lambda: None
+) -> list[ItemResult]:
+    """Score each item; `predict` is "model" (the real pipeline) or "canonical" (the self-check)."""
+    leaked_hashes = set(Example.objects.exclude(image_sha256="").values_list("image_sha256", flat=True))
+    results = []
+    for item in items:
+        results.append(_evaluate_item(runtime, item, predict, leaked_hashes))
+        progress()
+    return results
+
+
+def _evaluate_item(runtime, item: Item, predict: str, leaked_hashes: set[str]) -> ItemResult:
+    started = time.monotonic()
+    result = ItemResult(item.name, item.buckets, parsed=False, scores=None)
+    result.leaked = item.image_sha256() in leaked_hashes
+    text = item.canonical_text if predict == "canonical" else _describe(runtime, item, result)
+    reading = graphs.from_description(text, item.truth.language)
+    result.problems = reading.notes.get("problems", [])
+    if reading.graph is not None and reading.graph.nodes:
+        result.parsed = True
+        result.scores = score(item.truth, reading.graph)
+    result.seconds = round(time.monotonic() - started, 3)
+    return result
+
+
+def _describe(runtime, item: Item, result: ItemResult) -> str:
+    """The worker's pipeline for one image, without a job row: the same preprocessing,
+    retrieval, prompt and generation (describer/describing.py and the runtime)."""
+    from describer.inference.runtime import GenerationRequest  # the worker's side: imports torch
+
+    image = load_for_model(str(item.image), settings.DESCRIBER_MAX_PIXELS)
+    examples = list(
+        Example.objects.nearest(
+            runtime.embed_image(image), k=settings.RETRIEVAL_K, max_distance=settings.RETRIEVAL_MAX_DISTANCE
+        )
+    )
+    result.retrieved = len(examples)
+    result.retrieved_same_kind = sum(_same_kind(example, item) for example in examples)
+    language = item.truth.language if item.truth.language in ("en", "ru") else ""
+    request = GenerationRequest(
+        messages=prompts.describe_messages(image, [example.description for example in examples], language),
+        max_new_tokens=settings.DESCRIBER_MAX_NEW_TOKENS,
+        min_new_tokens=settings.DESCRIBER_MIN_NEW_TOKENS,
+    )
+    return "".join(runtime.stream(request))
+
+
+def _same_kind(example: Example, item: Item) -> bool:
+    """A retrieved example "of the same type and language" as the item."""
+    item_type = Example.DiagramType.BPMN if item.buckets.get("type") == "bpmn" else Example.DiagramType.FLOWCHART
+    return example.diagram_type == item_type and example.language == item.buckets.get("language")
+
+
+# --- Summaries --------------------------------------------------------------------------------
+
+
+def summarise(results: list[ItemResult]) -> dict:
+    """Overall and per bucket; items whose image is a retrieval example are kept apart."""
+    clean = [result for result in results if not result.leaked]
+    summary = {"overall": _summary(clean), "buckets": {}, "leaked": _summary([r for r in results if r.leaked])}
+    by_bucket: dict[str, dict[str, list[ItemResult]]] = defaultdict(lambda: defaultdict(list))
+    for result in clean:
+        for bucket, value in result.buckets.items():
+            by_bucket[bucket][str(value)].append(result)
+    for bucket, values in sorted(by_bucket.items()):
+        summary["buckets"][bucket] = {value: _summary(group) for value, group in sorted(values.items())}
+    return summary
+
+
+def _summary(results: list[ItemResult]) -> dict:
+    if not results:
+        return {"items": 0}
+    parsed = [result.scores for result in results if result.scores is not None]
+    retrieved = sum(result.retrieved for result in results)
+    summary = {
+        "items": len(results),
+        "parse_rate": round(len(parsed) / len(results), 4),
+        # Unparsed items score 0: a model that writes nothing readable must not look good.
+        **{key: _mean_with_zeros(value, len(parsed), len(results)) for key, value in aggregate(parsed).items()
+           if isinstance(value, float)},
+        "retrieved_same_type_and_language": round(sum(r.retrieved_same_kind for r in results) / retrieved, 4)
+        if retrieved else None,
+        "seconds_per_item": round(sum(result.seconds for result in results) / len(results), 3),
+    }  # fmt: skip
+    return summary
+
+
+def _mean_with_zeros(mean: float, parsed: int, total: int) -> float:
+    return round(mean * parsed / total, 4) if total else 0.0
+
+
+TABLE_COLUMNS = ("items", "parse_rate", "node_f1", "edge_f1", "triple_f1_strict", "triple_f1_relaxed",
+                 "graph_edit_similarity", "retrieved_same_type_and_language")  # fmt: skip
+
+
+def table(summary: dict) -> str:
+    """The summary as a plain-text table: overall, then one row per bucket value."""
+    rows = [("overall", summary["overall"])]
+    for bucket, values in summary["buckets"].items():
+        rows += [(f"{bucket}={value}", figures) for value, figures in values.items()]
+    if summary["leaked"].get("items"):
+        rows.append(("leaked (image is an example)", summary["leaked"]))
+    header = f"{'':<28}" + "".join(f"{column[:16]:>17}" for column in TABLE_COLUMNS)
+    lines = [header]
+    for label, figures in rows:
+        cells = "".join(f"{_cell(figures.get(column)):>17}" for column in TABLE_COLUMNS)
+        lines.append(f"{label[:28]:<28}{cells}")
+    return "\n".join(lines)
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def as_json(results: list[ItemResult], summary: dict) -> dict:
+    return {"summary": summary, "items": [asdict(result) for result in results]}
