@@ -117,7 +117,7 @@ def _describe(runtime, item: Item, result: ItemResult) -> str:
 
 def _same_kind(example: Example, item: Item) -> bool:
     """A retrieved example "of the same type and language" as the item."""
-    item_type = Example.DiagramType.BPMN if item.buckets.get("type") == "bpmn" else Example.DiagramType.FLOWCHART
+    item_type = Example.DiagramType.BPMN if item.buckets.get("diagram_type") == "bpmn" else Example.DiagramType.FLOWCHART
     return example.diagram_type == item_type and example.language == item.buckets.get("language")
 
 

@@ -410,3 +410,15 @@ def test_aggregate_of_nothing_has_no_means():
     assert result["items"] == 0
     assert result["node_f1"] is None
     assert result["true_nodes"] == 0
+
+
+def test_a_parallel_gateways_label_does_not_count_it_is_matched_by_structure():
+    from describer.graph.model import Edge, Node, ProcessGraph
+
+    def graph(gateway_label: str) -> ProcessGraph:
+        return ProcessGraph(nodes=[Node(id="a", kind="task", label="Order"), Node(id="g", kind="parallel", label=gateway_label),
+                                   Node(id="b", kind="task", label="Pack"), Node(id="c", kind="task", label="Invoice")],
+                            edges=[Edge(source="a", target="g"), Edge(source="g", target="b"), Edge(source="g", target="c")])
+
+    scores = score(graph(""), graph("Start packing and invoicing in parallel"))
+    assert (scores.node_f1, scores.edge_f1, scores.triple_f1_strict, scores.graph_edit_similarity) == (1.0, 1.0, 1.0, 1.0)

@@ -200,7 +200,8 @@ class ItemPlan:
         nodes = len(self.graph.nodes)
         size = next(name for name, (low, high) in SIZE_BUCKETS.items() if low <= nodes <= high)
         return {"size": size, "diagram_type": "bpmn" if self.graph.lanes else "flowchart",
-                "language": self.graph.language, "domain": self.domain, "degradation": _degradation_bucket(self.degradation)}  # fmt: skip
+                "language": self.graph.language, "domain": self.domain,
+                "degradation": _degradation_bucket(self.degradation)}  # fmt: skip
 
 
 def plan_item(seed: int, index: int) -> ItemPlan:
@@ -326,7 +327,10 @@ async ({code, style, maxSide}) => {
   return {x: 0, y: 0, width: Math.ceil(drawn.width), height: Math.ceil(drawn.height)};
 }
 """
-PAGE_HTML = '<html><body style="margin:0;background:#fff"><div id="box" style="display:inline-block;padding:24px"></div></body></html>'
+PAGE_HTML = (
+    '<html><body style="margin:0;background:#fff">'
+    '<div id="box" style="display:inline-block;padding:24px"></div></body></html>'
+)
 
 
 class MermaidDrawer:

@@ -8,6 +8,8 @@ Definitions (threshold τ, default 0.8, 0 < τ ≤ 1):
   part of what a node is; with τ ≥ 0.5 halving would forbid the match anyway). Labelled nodes are
   assigned by the Hungarian algorithm maximising total similarity, pairs under τ dropped. Nodes whose
   labels are empty on both sides (gateways, events) are then matched by structure, see `_anchor`.
+  Parallel gateways count as unlabelled on both sides: drawings show a bare "+" where descriptions
+  name the step ("Start the tasks in parallel"), so their labels say nothing about the reading.
 - Node, edge and triple precision/recall/F1: a zero denominator gives 0, except that two empty sets
   agree perfectly (1.0). An edge counts when its endpoints map onto a true edge's, direction kept.
   Triples ⟨source, label, target⟩: *strict* needs both endpoint labels and the edge label identical
@@ -29,7 +31,7 @@ from dataclasses import dataclass
 from difflib import SequenceMatcher
 from math import inf
 
-from describer.graph.model import Edge, Node, ProcessGraph, normalise_label
+from describer.graph.model import Edge, Node, NodeKind, ProcessGraph, normalise_label
 
 DEFAULT_THRESHOLD = 0.8
 # Breaks ties between equally anchored unlabelled nodes in favour of equal ids, so a graph
@@ -102,10 +104,19 @@ def assignment(weights: list[list[float]]) -> list[tuple[int, int]]:
     return [(owner[j] - 1, j - 1) for j in range(1, cols + 1) if owner[j]]
 
 
+def comparable(graph: ProcessGraph) -> ProcessGraph:
+    """The graph as it is scored: parallel gateways without their labels."""
+    if not any(node.kind == NodeKind.PARALLEL and node.label for node in graph.nodes):
+        return graph
+    nodes = [node.model_copy(update={"label": ""}) if node.kind == NodeKind.PARALLEL else node for node in graph.nodes]
+    return graph.model_copy(update={"nodes": nodes})
+
+
 def match_nodes(truth: ProcessGraph, predicted: ProcessGraph, threshold: float = DEFAULT_THRESHOLD) -> dict[str, str]:
     """True node id → predicted node id; see the module docstring for the rule."""
     if not 0 < threshold <= 1:
         raise ValueError(f"The threshold is {threshold}; it must be in (0, 1].")
+    truth, predicted = comparable(truth), comparable(predicted)
     labelled_t = [n for n in truth.nodes if normalise_label(n.label)]
     labelled_p = [n for n in predicted.nodes if normalise_label(n.label)]
     matches = _match_by_label(labelled_t, labelled_p, threshold)
@@ -188,6 +199,7 @@ def _agreement(truth: ProcessGraph, predicted: ProcessGraph, t: Node, p: Node, k
 
 
 def score(truth: ProcessGraph, predicted: ProcessGraph, threshold: float = DEFAULT_THRESHOLD) -> Scores:
+    truth, predicted = comparable(truth), comparable(predicted)
     matches = match_nodes(truth, predicted, threshold)
     groups = _edge_groups(truth, predicted, matches)
     edge_pairs = [pair for true_edges, predicted_edges in groups for pair in _pair_edges(true_edges, predicted_edges)]

@@ -119,6 +119,8 @@ JOIN_WORDS = {"when all branches are done", "when all are done", "after all bran
 # Decision labels that read as a condition by themselves: rendered without "If".
 OWN_CONDITION = re.compile(r"^(otherwise|else|when|unless|иначе|в противном случае|когда|пока)\b", re.I)
 IMPLIED_START_ID = "start"
+# The step text of a node without a label (a bare parallel gateway): read back as no label.
+UNLABELLED = "—"
 LINE_BREAK = re.compile(r"<br\s*/?>", re.I)
 CYRILLIC = re.compile(r"[а-яё]", re.I)
 LATIN = re.compile(r"[a-z]", re.I)
@@ -407,7 +409,7 @@ def _kind_and_label(text: str, branches: list[_Branch]) -> tuple[NodeKind, str]:
             return kind, match.group("label").strip()
     conditions = [normalise_label(branch.condition) for branch in branches]
     if any(condition in PARALLEL_WORDS | JOIN_WORDS for condition in conditions):
-        return NodeKind.PARALLEL, text
+        return NodeKind.PARALLEL, "" if text == UNLABELLED else text
     labelled = [condition for condition in conditions if condition not in NEXT_WORDS]
     if text.rstrip().endswith(("?", "？")) or len(labelled) >= 2:
         return NodeKind.DECISION, text
@@ -485,7 +487,7 @@ def _step_text(graph: ProcessGraph, node: Node, words: Words) -> str:
     elif node.kind in prefixes:
         text = f"{prefixes[node.kind]}: {label}"
     else:
-        text = label or "—"
+        text = label or UNLABELLED
     lane = next((lane for lane in graph.lanes if lane.id == node.lane), None)
     return f"{text} ({_one_line(lane.name)})" if lane else text
 
