@@ -263,3 +263,20 @@ def test_jpeg_degradation_saves_a_jpeg_of_that_quality(drawing):
 def test_the_command_refuses_a_count_below_one(tmp_path):
     with pytest.raises(CommandError, match="--count must be between 1"):
         call_command("make_diagram_set", str(tmp_path), count=0, stdout=io.StringIO())
+
+
+def test_every_lane_has_work_and_every_pool_a_lane(sample):
+    for plan in sample:
+        graph = plan.graph
+        assert all(any(node.lane == lane.id for node in graph.nodes) for lane in graph.lanes)
+        assert all(any(lane.pool == pool.id for lane in graph.lanes) for pool in graph.pools)
+
+
+def test_uneven_light_is_a_smooth_gradient_without_dark_corners():
+    paper = Image.new("RGB", (300, 300), "white")
+
+    lit = degrade(paper, {"uneven_light": {"strength": 0.35, "angle": 45}}).convert("L")
+
+    pixels = lit.load()
+    steps = [abs(pixels[x, y] - pixels[x + 1, y]) for y in range(0, 300, 10) for x in range(299)]
+    assert max(steps) <= 3

@@ -173,6 +173,9 @@ def generate_graph(rng: random.Random, vocabulary: Vocabulary, *, nodes: int, wi
     first = builder.add(NodeKind.START, start_label, [])
     pending = builder.sequence([(first, "")], nodes - 2, depth=0)
     builder.add(NodeKind.END, next(builder.ends), pending)
+    # A lane nobody works in (or a pool without lanes) is drawn as an empty band: leave it out.
+    lanes = [lane for lane in lanes if any(node.lane == lane.id for node in builder.nodes)]
+    pools = [pool for pool in pools if any(lane.pool == pool.id for lane in lanes)]
     return ProcessGraph(
         title=rng.choice(vocabulary.titles), language=vocabulary.language,
         pools=pools, lanes=lanes, nodes=builder.nodes, edges=builder.edges,
@@ -276,8 +279,9 @@ def _rotate(image: Image.Image, degrees: float) -> Image.Image:
 
 def _uneven_light(image: Image.Image, strength: float, angle: int) -> Image.Image:
     darkest = round(255 * (1 - strength))
-    gradient = Image.linear_gradient("L").rotate(angle, resample=Image.Resampling.BILINEAR, expand=False)
-    gradient = gradient.point(lambda value: darkest + value * (255 - darkest) // 255).resize(image.size)
+    # Rotated at twice the size and cut from the middle: no dark corners from the rotation.
+    gradient = Image.linear_gradient("L").resize((512, 512)).rotate(angle, resample=Image.Resampling.BILINEAR)
+    gradient = gradient.crop((128, 128, 384, 384)).point(lambda value: darkest + value * (255 - darkest) // 255).resize(image.size)
     return ImageChops.multiply(image, Image.merge("RGB", (gradient, gradient, gradient)))
 
 
