@@ -9,6 +9,7 @@ canonical description stands in for the model: the harness's self-check (≈ 1.0
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -22,6 +23,7 @@ from django.conf import settings
 from describer import graphs, prompts
 from describer.graph.metrics import Scores, aggregate, score
 from describer.graph.model import ProcessGraph
+from describer.graph.text import IMPLIED_START_ID, STEP_LINE
 from describer.images import load_for_model
 from describer.models import Example
 
@@ -86,11 +88,20 @@ def _evaluate_item(runtime, item: Item, predict: str, leaked_hashes: set[str]) -
     text = item.canonical_text if predict == "canonical" else _describe(runtime, item, result)
     reading = graphs.from_description(text, item.truth.language)
     result.problems = reading.notes.get("problems", [])
-    if reading.graph is not None and reading.graph.nodes:
-        result.parsed = True
+    result.parsed = parsed(text, reading)
+    if reading.graph is not None:
         result.scores = score(item.truth, reading.graph)
     result.seconds = round(time.monotonic() - started, 3)
     return result
+
+
+def parsed(text: str, reading: graphs.GraphResult) -> bool:
+    """Parse success: the text is in the layout asked for — numbered steps — and gave a graph
+    with a step besides the implied start. (The reader is lenient: it turns free prose into
+    steps too, so "a graph came out" alone would count any text as parsed.)"""
+    if reading.graph is None or not any(node.id != IMPLIED_START_ID for node in reading.graph.nodes):
+        return False
+    return any(STEP_LINE.match(line) for line in text.splitlines())
 
 
 def _describe(runtime, item: Item, result: ItemResult) -> str:
@@ -140,14 +151,13 @@ def summarise(results: list[ItemResult]) -> dict:
 def _summary(results: list[ItemResult]) -> dict:
     if not results:
         return {"items": 0}
-    parsed = [result.scores for result in results if result.scores is not None]
+    parsed = [result.scores for result in results if result.parsed and result.scores is not None]
     retrieved = sum(result.retrieved for result in results)
     summary = {
         "items": len(results),
-        "parse_rate": round(len(parsed) / len(results), 4),
+        "parse_rate": round(sum(result.parsed for result in results) / len(results), 4),
         # Unparsed items score 0: a model that writes nothing readable must not look good.
-        **{key: _mean_with_zeros(value, len(parsed), len(results)) for key, value in aggregate(parsed).items()
-           if isinstance(value, float)},
+        **{metric: _mean_with_zeros(aggregate(parsed)[metric], len(parsed), len(results)) for metric in METRICS},
         "retrieved_same_type_and_language": round(sum(r.retrieved_same_kind for r in results) / retrieved, 4)
         if retrieved else None,
         "seconds_per_item": round(sum(result.seconds for result in results) / len(results), 3),
@@ -155,10 +165,11 @@ def _summary(results: list[ItemResult]) -> dict:
     return summary
 
 
-def _mean_with_zeros(mean: float, parsed: int, total: int) -> float:
-    return round(mean * parsed / total, 4) if total else 0.0
+def _mean_with_zeros(mean: float | None, parsed: int, total: int) -> float:
+    return round((mean or 0.0) * parsed / total, 4) if total else 0.0
 
 
+METRICS = tuple(f.name for f in dataclasses.fields(Scores) if f.type == "float")
 TABLE_COLUMNS = ("items", "parse_rate", "node_f1", "edge_f1", "triple_f1_strict", "triple_f1_relaxed",
                  "graph_edit_similarity", "retrieved_same_type_and_language")  # fmt: skip
 

@@ -89,3 +89,18 @@ def test_the_real_pipeline_runs_on_the_tiny_models(small_set, tiny_runtime, quic
     # The tiny model writes nonsense: figures near 0, but every item went through the pipeline.
     assert all(result.seconds > 0 for result in results)
     assert 0.0 <= summary["overall"]["parse_rate"] <= 1.0
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("# Order\n\n## Steps\n1. Start: order in\n2. Ship it\n", True),
+        ("1) Check the order\n2) Ship it\n", True),
+        ("Иэ тшгтни ь\nдолгого пути gibberish", False),  # prose: the lenient reader makes steps of it
+        ("", False),
+    ],
+)
+def test_parse_success_means_the_asked_for_layout(text, expected):
+    from describer import graphs
+
+    assert evaluation.parsed(text, graphs.from_description(text)) is expected

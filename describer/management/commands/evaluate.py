@@ -44,9 +44,16 @@ class Command(BaseCommand):
             self.stdout.write(f"wrote {json_path}")
 
     def runtime(self):
+        from describer.examples import embed_pending_examples
         from describer.inference.runtime import DescriberRuntime  # only here: imports torch
 
-        return DescriberRuntime.from_settings()
+        runtime = DescriberRuntime.from_settings()
+        # Retrieval needs the examples embedded (the worker does it between jobs); their image
+        # hashes, set then, also tell which items of the set are retrieval examples themselves.
+        embedded = embed_pending_examples(runtime, limit=None)
+        if embedded.embedded:
+            self.stderr.write(f"embedded {embedded.embedded} retrieval examples first")
+        return runtime
 
 
 def _dumps(data) -> str:
