@@ -37,11 +37,12 @@ RUN groupadd --gid 1000 app \
 
 WORKDIR /app
 
-# DejaVu Sans: the font of the PNG and SVG exports drawn on the server (Cyrillic included);
-# `make test` installs the same package (scripts/install_chromium.sh).
+# DejaVu Sans: the font of the PNG and SVG exports drawn on the server (Cyrillic included),
+# Symbola for the emoji and symbols DejaVu lacks; `make test` installs the same packages
+# (scripts/install_chromium.sh).
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends fonts-dejavu-core \
+    && apt-get install -y --no-install-recommends fonts-dejavu-core fonts-symbola \
     && rm -rf /var/lib/apt/lists/*
 
 # torch first and pinned, in its own layer: several GB that change rarely.

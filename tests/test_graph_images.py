@@ -16,6 +16,7 @@ import pytest
 from PIL import Image, ImageFont
 
 from describer.graph import images
+from describer.graph.model import ProcessGraph
 from describer.graph.bpmn import render_bpmn
 from describer.graph.images import ImageTooLarge, render_png, render_svg
 from tests.test_graph_bpmn import (
@@ -402,3 +403,17 @@ def test_without_the_dejavu_fonts_the_error_names_the_package(monkeypatch, tmp_p
     # Fonts are cached per thread: a new thread has loaded none yet.
     with ThreadPoolExecutor(1) as pool, pytest.raises(images.FontsMissing, match="fonts-dejavu-core"):
         pool.submit(render_svg, SEQUENCE).result()
+
+
+def test_emoji_are_drawn_with_the_symbol_font_not_as_empty_boxes():
+    from describer.graph.images import SYMBOL_FONT
+    from describer.graph.model import Node
+
+    assert SYMBOL_FONT.is_file(), "make test installs fonts-symbola"
+
+    def png_of(label: str) -> bytes:
+        return render_png(ProcessGraph(nodes=[Node(id="t", kind="task", label=label)]), scale=1)
+
+    # DejaVu has neither glyph: both would be the same empty box.
+    assert png_of("🚀") != png_of("🛸")
+    assert png_of("Ship 🚀") != png_of("Ship 🛸")

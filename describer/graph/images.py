@@ -30,6 +30,10 @@ from describer.graph.model import Node, NodeKind, ProcessGraph
 FONT_DIR = Path("/usr/share/fonts/truetype/dejavu")  # Debian's fonts-dejavu-core
 FONT_FILES = {False: "DejaVuSans.ttf", True: "DejaVuSans-Bold.ttf"}
 FONT_FAMILY = "'DejaVu Sans', 'Bitstream Vera Sans', Verdana, Arial, sans-serif"
+# Pillow has no font fallback: characters DejaVu lacks (emoji, most pictographs) are drawn with
+# Debian's fonts-symbola when it is there, else they stay DejaVu's empty box.
+SYMBOL_FONT = Path("/usr/share/fonts/truetype/ancient-scripts/Symbola_hint.ttf")
+SYMBOL_RANGES = ((0x2190, 0x2BFF), (0x1F000, 0x1FAFF))
 SVG = "http://www.w3.org/2000/svg"
 XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
 
@@ -277,6 +281,29 @@ def _with_ellipsis(line: str, fits: Fits) -> str:
 
 
 _fonts = threading.local()  # a FreeType face must not be used by two threads at once
+
+
+def _symbol_font(size: float) -> ImageFont.FreeTypeFont | None:
+    cache = _fonts.__dict__
+    if ("symbols", size) not in cache:
+        cache["symbols", size] = ImageFont.truetype(str(SYMBOL_FONT), size) if SYMBOL_FONT.is_file() else None
+    return cache["symbols", size]
+
+
+def _is_symbol(character: str) -> bool:
+    return any(low <= ord(character) <= high for low, high in SYMBOL_RANGES)
+
+
+def _runs(line: str) -> list[tuple[str, bool]]:
+    """The line cut into runs of symbol and non-symbol characters, in order."""
+    runs: list[tuple[str, bool]] = []
+    for character in line:
+        symbol = _is_symbol(character)
+        if runs and runs[-1][1] == symbol:
+            runs[-1] = (runs[-1][0] + character, symbol)
+        else:
+            runs.append((character, symbol))
+    return runs
 
 
 def _font(size: float, bold: bool = False) -> ImageFont.FreeTypeFont:
@@ -603,9 +630,15 @@ class _Canvas:
 
     def _lines(self, draw: ImageDraw.ImageDraw, label: Label, to_px: Callable[[Point], tuple[float, float]]) -> None:
         font = _font(label.size * self.scale, label.bold)
-        anchor = {"start": "ls", "middle": "ms", "end": "rs"}[label.align]
+        symbols = _symbol_font(label.size * self.scale)
+        share = {"start": 0.0, "middle": 0.5, "end": 1.0}[label.align]
         for line, baseline in zip(label.lines, label.baselines, strict=True):
-            draw.text(to_px((label.x, baseline)), line, fill=STROKE, font=font, anchor=anchor)
+            runs = [(text, symbols if symbol and symbols else font) for text, symbol in _runs(line)]
+            x, y = to_px((label.x, baseline))
+            x -= share * sum(run_font.getlength(text) for text, run_font in runs)
+            for text, run_font in runs:  # left to right, each run in the font that has its glyphs
+                draw.text((x, y), text, fill=STROKE, font=run_font, anchor="ls")
+                x += run_font.getlength(text)
 
     def _turned_text(self, label: Label) -> None:
         """Pillow writes only horizontally: the lines go onto their own image, turned, then laid on."""
