@@ -50,12 +50,17 @@ class Describe:
 
 def retrieve(runtime: DescriberRuntime, job: Conversion, image) -> list[Example]:
     """The curated examples nearest to the image, recorded as the ones this job's prompt used."""
-    embedding = runtime.embed_image(image)
-    examples = list(
-        Example.objects.nearest(embedding, k=settings.RETRIEVAL_K, max_distance=settings.RETRIEVAL_MAX_DISTANCE)
-    )
+    examples = nearest_examples(runtime, image)
     record_examples_used(job, examples)
     return examples
+
+
+def nearest_examples(runtime: DescriberRuntime, image) -> list[Example]:
+    """The retrieval of a description: the RETRIEVAL_K examples nearest to the image's CLIP embedding."""
+    embedding = runtime.embed_image(image)
+    return list(
+        Example.objects.nearest(embedding, k=settings.RETRIEVAL_K, max_distance=settings.RETRIEVAL_MAX_DISTANCE)
+    )
 
 
 def record_examples_used(job: Conversion, examples: list[Example]) -> None:

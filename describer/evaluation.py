@@ -21,6 +21,7 @@ from pathlib import Path
 from django.conf import settings
 
 from describer import graphs, prompts
+from describer.describing import nearest_examples
 from describer.graph.metrics import Scores, aggregate, score
 from describer.graph.model import ProcessGraph
 from describer.graph.text import IMPLIED_START_ID, STEP_LINE
@@ -110,11 +111,7 @@ def _describe(runtime, item: Item, result: ItemResult) -> str:
     from describer.inference.runtime import GenerationRequest  # the worker's side: imports torch
 
     image = load_for_model(str(item.image), settings.DESCRIBER_MAX_PIXELS)
-    examples = list(
-        Example.objects.nearest(
-            runtime.embed_image(image), k=settings.RETRIEVAL_K, max_distance=settings.RETRIEVAL_MAX_DISTANCE
-        )
-    )
+    examples = nearest_examples(runtime, image)
     result.retrieved = len(examples)
     result.retrieved_same_kind = sum(_same_kind(example, item) for example in examples)
     language = item.truth.language if item.truth.language in ("en", "ru") else ""
@@ -153,11 +150,12 @@ def _summary(results: list[ItemResult]) -> dict:
         return {"items": 0}
     parsed = [result.scores for result in results if result.parsed and result.scores is not None]
     retrieved = sum(result.retrieved for result in results)
+    means = aggregate(parsed)
     summary = {
         "items": len(results),
         "parse_rate": round(sum(result.parsed for result in results) / len(results), 4),
         # Unparsed items score 0: a model that writes nothing readable must not look good.
-        **{metric: _mean_with_zeros(aggregate(parsed)[metric], len(parsed), len(results)) for metric in METRICS},
+        **{metric: _mean_with_zeros(means[metric], len(parsed), len(results)) for metric in METRICS},
         "retrieved_same_type_and_language": round(sum(r.retrieved_same_kind for r in results) / retrieved, 4)
         if retrieved else None,
         "seconds_per_item": round(sum(result.seconds for result in results) / len(results), 3),

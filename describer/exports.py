@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from django.http import HttpResponse
+
 from describer import graphs
 from describer.graph.bpmn import render_bpmn
 from describer.graph.mermaid import render_mermaid
@@ -23,6 +25,11 @@ class Export:
     content: bytes
     content_type: str
     filename: str
+
+    def response(self) -> HttpResponse:
+        response = HttpResponse(self.content, content_type=self.content_type)
+        response["Content-Disposition"] = f'attachment; filename="{self.filename}"'
+        return response
 
 
 FORMATS = {

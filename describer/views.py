@@ -174,12 +174,7 @@ def promote_example(request: HttpRequest, pk) -> HttpResponse:
 
 
 def download_markdown(request: HttpRequest, pk) -> HttpResponse:
-    conversion = _get_conversion_for_user(request, pk)
-    if not conversion.output_text:
-        raise Http404("This conversion has no description yet.")
-    response = HttpResponse(conversion.output_text, content_type="text/markdown; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="{conversion.download_stem()}.md"'
-    return response
+    return _download(_get_conversion_for_user(request, pk), "markdown")
 
 
 @login_not_required
@@ -278,25 +273,25 @@ def repair(request: HttpRequest, pk) -> HttpResponse:
 
 def download_mermaid(request: HttpRequest, pk) -> HttpResponse:
     conversion = _get_conversion_for_user(request, pk)
-    if not conversion.output_mermaid:
+    if not conversion.output_mermaid:  # the drawing's own code; a description's is under download/
         raise Http404("This conversion has no Mermaid code yet.")
-    response = HttpResponse(conversion.output_mermaid + "\n", content_type="text/plain; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="{conversion.download_stem()}.mmd"'
-    return response
+    return _download(conversion, "mermaid")
 
 
 def download(request: HttpRequest, pk) -> HttpResponse:
     """The conversion as a file: ?format=markdown, json, mermaid, bpmn, svg or png (describer/exports.py)."""
     conversion = _get_conversion_for_user(request, pk)
+    return _download(conversion, request.GET.get("format") or exports.default_format(conversion))
+
+
+def _download(conversion: Conversion, fmt: str) -> HttpResponse:
     try:
-        file = exports.export(conversion, request.GET.get("format") or exports.default_format(conversion))
+        file = exports.export(conversion, fmt)
     except KeyError:
         raise Http404(f"No such format; the formats are {', '.join(exports.FORMATS)}.") from None
     except exports.NotAvailable as error:
         raise Http404(str(error)) from None
-    response = HttpResponse(file.content, content_type=file.content_type)
-    response["Content-Disposition"] = f'attachment; filename="{file.filename}"'
-    return response
+    return file.response()
 
 
 @require_POST

@@ -174,9 +174,7 @@ def export_conversion(request: HttpRequest, conversion_id: UUID, format: str | N
         file = exports.export(conversion, fmt)
     except exports.NotAvailable as error:
         raise ApiProblem(404, str(error)) from None
-    response = HttpResponse(file.content, content_type=file.content_type)
-    response["Content-Disposition"] = f'attachment; filename="{file.filename}"'
-    return response
+    return file.response()
 
 
 def _negotiated_format(accept: str) -> str:
