@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from django.conf import settings
 
 from describer import graphs, postprocess, prompts
+from describer.graph.text import complete_lines
 from describer.images import load_for_model
 from describer.models import Conversion, ConversionExample, Example
 
@@ -37,10 +38,17 @@ class Describe:
         timings["retrieval_s"] = round(time.monotonic() - started, 3)
         return prompts.describe_messages(image, [example.description for example in examples], job.language)
 
-    def result(self, job: Conversion, text: str) -> tuple[dict, None]:
+    def grammar(self, job: Conversion) -> str:
+        """The canonical layout in the job's language (either, when it follows the diagram's)."""
+        return f"description:{job.language}"
+
+    def result(self, job: Conversion, text: str, *, cut_off: bool = False) -> tuple[dict, None]:
         """The finishing fields of the row, from the model's whole text: the process graph, and
         the description rendered from it (so text and graph agree). Without a graph (too large,
-        say: the reason is in graph_notes) the text is structured leniently as it stands."""
+        say: the reason is in graph_notes) the text is structured leniently as it stands. An
+        answer cut off at the length limit gives the graph of its complete lines."""
+        if cut_off:
+            text = complete_lines(text)
         result = graphs.from_description(text, job.language)
         canonical = graphs.description_text(result.graph, job.language) if result.graph else text
         structure = postprocess.structure_description(canonical, job.language)

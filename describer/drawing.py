@@ -23,6 +23,7 @@ from django.conf import settings
 
 from describer import prompts, services
 from describer.describing import record_examples_used
+from describer.graph.mermaid import close_cut_off
 from describer.mermaid import extract_mermaid
 from describer.models import Conversion, Example, MermaidVersion
 
@@ -48,11 +49,15 @@ class Draw:
         timings["retrieval_s"] = round(time.monotonic() - started, 3)
         return prompts.draw_messages(job.input_text, [(example.description, example.mermaid) for example in examples])
 
-    def result(self, job: Conversion, text: str) -> tuple[dict, Callable[[], None]]:
-        """The finishing fields, and the new version to add once the finishing write took."""
+    def grammar(self, job: Conversion) -> str:
+        return "mermaid"
+
+    def result(self, job: Conversion, text: str, *, cut_off: bool = False) -> tuple[dict, Callable[[], None]]:
+        """The finishing fields, and the new version to add once the finishing write took. Code
+        cut off at the length limit keeps its complete lines, its open subgraphs closed."""
         is_repair = bool(job.repair_error and self._code_to_repair(job))
         origin = MermaidVersion.Origin.REPAIR if is_repair else MermaidVersion.Origin.MODEL
-        code = extract_mermaid(text)
+        code = extract_mermaid(close_cut_off(text) if cut_off else text)
         return {"repair_error": ""}, lambda: services.mermaid_version_add(job, code=code, origin=origin)
 
     def _code_to_repair(self, job: Conversion) -> str:

@@ -119,6 +119,7 @@ def _describe(runtime, item: Item, result: ItemResult) -> str:
         messages=prompts.describe_messages(image, [example.description for example in examples], language),
         max_new_tokens=settings.DESCRIBER_MAX_NEW_TOKENS,
         min_new_tokens=settings.DESCRIBER_MIN_NEW_TOKENS,
+        grammar=f"description:{language}" if settings.DESCRIBER_CONSTRAINED else None,
     )
     return "".join(runtime.stream(request))
 

@@ -49,6 +49,7 @@ _FRESH_RUN = {
     "started_at": None,
     "output_raw": "",
     "tokens_generated": 0,
+    "cut_off": False,
 }
 
 

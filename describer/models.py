@@ -163,6 +163,9 @@ class Conversion(models.Model):
     attempts = models.PositiveSmallIntegerField(default=0, verbose_name=_("attempts"))
     worker = models.CharField(max_length=100, blank=True, verbose_name=_("worker"))
     tokens_generated = models.PositiveIntegerField(default=0, verbose_name=_("tokens generated"))
+    # The answer stopped at DESCRIBER_MAX_NEW_TOKENS instead of ending: the result holds what
+    # was complete by then.
+    cut_off = models.BooleanField(default=False, verbose_name=_("cut off at the length limit"))
     # Seconds: queue_wait, preprocessing, retrieval, first_token, generation; tokens_per_s.
     timings = models.JSONField(default=dict, blank=True, verbose_name=_("timings"))
 

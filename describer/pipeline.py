@@ -41,7 +41,9 @@ class JobKind(Protocol):
 
     def prepare(self, runtime, job: Conversion, progress: JobProgress, timings: dict) -> list[dict]: ...
 
-    def result(self, job: Conversion, text: str) -> tuple[dict, object]: ...
+    def grammar(self, job: Conversion) -> str: ...
+
+    def result(self, job: Conversion, text: str, *, cut_off: bool = False) -> tuple[dict, object]: ...
 
 
 KINDS: dict[str, JobKind] = {kind.kind: kind for kind in (Describe(), Draw())}
@@ -85,6 +87,7 @@ class _Row:
     started_on_model: bool = False
     first_token_at: float | None = None
     done: bool = False
+    cut_off: bool = False
     request: GenerationRequest | None = field(default=None, repr=False)
 
 
@@ -155,6 +158,8 @@ class JobRunner:
             messages=row.messages,
             max_new_tokens=settings.DESCRIBER_MAX_NEW_TOKENS,
             min_new_tokens=settings.DESCRIBER_MIN_NEW_TOKENS,
+            # Every answer in the layout its kind is read in (describer/graph/grammar.py).
+            grammar=KINDS[row.job.kind].grammar(row.job) if settings.DESCRIBER_CONSTRAINED else None,
         )
 
     # --- Generating --------------------------------------------------------------------------
@@ -217,6 +222,7 @@ class JobRunner:
                     self._drop(row.job, row.progress)
                     row.done = True
                 elif chunk.final:
+                    row.cut_off = chunk.cut_off
                     row.timings.update(_generation_timings(started, row.first_token_at, row.progress.tokens))
                     self._finish(row)
 
@@ -228,13 +234,17 @@ class JobRunner:
         job, progress = row.job, row.progress
         progress.stage(Conversion.Stage.POSTPROCESSING)
         try:
-            fields, also = _until_database_answers(lambda: KINDS[job.kind].result(job, progress.text))
+            fields, also = _until_database_answers(
+                lambda: KINDS[job.kind].result(job, progress.text, cut_off=row.cut_off)
+            )
         except DatabaseError:
             raise
         except Exception as error:  # noqa: BLE001 - this job fails alone
             self._fail(job, progress, error)
             return
-        fields.update(output_raw=progress.text, tokens_generated=progress.tokens, timings=row.timings)
+        fields.update(
+            output_raw=progress.text, tokens_generated=progress.tokens, timings=row.timings, cut_off=row.cut_off
+        )
         try:
             _until_database_answers(lambda: jobs.finish(job, self.worker_name, fields, also=also))
         except DatabaseError:

@@ -262,6 +262,8 @@ DESCRIBER_BATCH_WINDOW_MS = envint("DESCRIBER_BATCH_WINDOW_MS", 50)
 DESCRIBER_POLL_SECONDS = envfloat("DESCRIBER_POLL_SECONDS", 5)
 # The static-KV-cache decoder's step as one CUDA graph (CUDA only); off: the same step eagerly.
 DESCRIBER_CUDA_GRAPHS = envbool("DESCRIBER_CUDA_GRAPHS", True)
+# Decoding constrained to the grammar of each kind's answer (describer/graph/grammar.py).
+DESCRIBER_CONSTRAINED = envbool("DESCRIBER_CONSTRAINED", True)
 DESCRIBER_STREAM_INTERVAL_MS = envint("DESCRIBER_STREAM_INTERVAL_MS", 100)
 # Every job a worker holds, and the worker itself, report this often (describer/worker.py).
 DESCRIBER_HEARTBEAT_S = envfloat("DESCRIBER_HEARTBEAT_S", 10)

@@ -91,6 +91,10 @@ class ConversionOut(Schema):
     )
     error_message: str = Field(description="Why it failed, when status is failed.")
     tokens_generated: int
+    cut_off: bool = Field(
+        description="The answer stopped at DESCRIBER_MAX_NEW_TOKENS instead of ending: the graph, description "
+        "and drawing hold what was complete by then (output_raw has all of it)."
+    )
     timings: dict[str, int | float | None] = Field(
         description="Seconds: queue_wait_s, preprocessing_s, retrieval_s, first_token_s, generation_s; "
         "tokens and tokens_per_s."

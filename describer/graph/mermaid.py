@@ -148,6 +148,21 @@ class _ParseError(ValueError):
     pass
 
 
+def close_cut_off(code: str) -> str:
+    """Code cut off mid-answer made whole: its complete lines, with an "end" for every subgraph
+    still open and the code block closed. (Unfinished statements would not parse.)"""
+    complete = code if code.endswith("\n") else code[: code.rfind("\n") + 1]
+    depth = 0
+    for line in complete.splitlines():
+        stripped = line.strip()
+        if SUBGRAPH.match(stripped):
+            depth += 1
+        elif stripped == "end" and depth:
+            depth -= 1
+    closed = complete + "end\n" * depth
+    return closed + "```\n" if closed.lstrip().startswith("```") else closed
+
+
 # Reading ---------------------------------------------------------------------------------
 
 

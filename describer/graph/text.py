@@ -425,6 +425,11 @@ def _edge_label(condition: str) -> str:
     return condition
 
 
+def complete_lines(text: str) -> str:
+    """The lines of a text cut off mid-line that were complete: all but an unfinished last one."""
+    return text if text.endswith("\n") else text[: text.rfind("\n") + 1]
+
+
 # Rendering -------------------------------------------------------------------------------
 
 

@@ -13,6 +13,13 @@ prompt its positions are text positions (cache length + the row's M-RoPE delta, 
 sections), exactly as ``generate`` continues them: batching does not change what a request gets, up
 to the rounding of batched matrix products.
 
+With grammar constraints (describer/inference/constraints.py) the step is split in two graphs:
+the model's forward (logits) and the pick (mask, penalties, argmax). The host launches the
+forward, and while the GPU runs it, the rows' grammar matchers take the previous tokens and fill
+the next bitmask, which is copied to the device before the pick runs. The host/device round trip
+is then one read-back of the tokens per step, overlapped with the forward; rows without a
+grammar get an all-ones mask row, and a batch without grammars keeps the single graph.
+
 Without CUDA (or when capture fails) the same step runs eagerly; the tests run it on the CPU.
 """
 
@@ -31,6 +38,8 @@ from describer.inference.loading import is_cuda_oom, short_reason
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
+
+    from describer.inference.constraints import RowConstraints
 
 logger = logging.getLogger("describer.inference")
 
@@ -52,6 +61,7 @@ class DecodedToken:
     row: int
     token: int
     finished: bool  # the row's last token: an end-of-sequence token or its max_new_tokens-th
+    cut_off: bool = False  # finished by max_new_tokens, not by an end-of-sequence token
 
 
 def unsupported_reason(model: PreTrainedModel) -> str | None:
@@ -92,6 +102,14 @@ class _TextStack:
         self.eos_mask[list(self.eos_ids)] = True
         self.penalty = float(generation.repetition_penalty or 1.0)
         self.scores_in_float32 = _bmm_to_float32_works(self.device, self.dtype)
+        # Token t's bit in a grammar bitmask: bit t % 32 of int32 word t // 32 (xgrammar's layout).
+        token_ids = torch.arange(self.vocab, device=self.device)
+        self.bit_word = token_ids // 32
+        self.bit_shift = (token_ids % 32).to(torch.int32)
+
+    def allowed(self, bitmask: torch.Tensor) -> torch.Tensor:
+        """int32 bitmask [n, ceil(vocab / 32)] on the device -> bool [n, vocab]."""
+        return ((bitmask[:, self.bit_word] >> self.bit_shift) & 1).bool()
 
     def attention_scores(self, query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
         """query [n, G, D] x keys [n, L, D] -> float32 scores [n, G, L] (bf16 in, fp32 accumulated and out)."""
@@ -99,11 +117,18 @@ class _TextStack:
             return torch.bmm(query, keys.transpose(1, 2), out_dtype=torch.float32)
         return torch.bmm(query.float(), keys.float().transpose(1, 2))
 
-    def choose(self, logits: torch.Tensor, seen: torch.Tensor, suppress_eos: torch.Tensor) -> torch.Tensor:
-        """Greedy choice after the processors ``generate`` applies for this model (float32 logits)."""
+    def choose(
+        self, logits: torch.Tensor, seen: torch.Tensor, suppress_eos: torch.Tensor, allowed: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Greedy choice after the processors ``generate`` applies for this model (float32 logits),
+        among the ``allowed`` tokens when a grammar constrains the row."""
         if self.penalty != 1.0:
             penalised = torch.where(logits < 0, logits * self.penalty, logits / self.penalty)
             logits = torch.where(seen, penalised, logits)
+        if allowed is not None:
+            logits = logits.masked_fill(~allowed, float("-inf"))
+            # The grammar wins over min_new_tokens: where only an end is allowed, the row ends.
+            suppress_eos = suppress_eos & (allowed & ~self.eos_mask).any(dim=-1)
         # min_new_tokens: no end of sequence before that many tokens.
         logits = logits.masked_fill(self.eos_mask & suppress_eos[:, None], float("-inf"))
         return logits.argmax(dim=-1)
@@ -129,12 +154,16 @@ class _DecodeState:
         self.tokens = torch.zeros(batch, **long)  # the step's input, then its output
         self.positions = torch.zeros(batch, **long)  # M-RoPE text position of the input token
         self.min_new = torch.zeros(batch, **long)
+        words = -(-stack.vocab // 32)
+        self.allowed_bits = torch.full((batch, words), -1, dtype=torch.int32, device=device)  # grammar masks
         self.slot = torch.zeros(1, **long)  # cache index the input token is written to
         self.generated = torch.zeros(1, **long)  # tokens generated before the step's output
         pinned = device.type == "cuda"
         self.host = [torch.zeros(batch, dtype=torch.long, pin_memory=pinned) for _ in range(2)]
         self.events = [torch.cuda.Event() for _ in range(2)] if pinned else []
         self.graph: torch.cuda.CUDAGraph | None = None
+        # The constrained step: forward, then pick (captured on first use).
+        self.split_graphs: tuple[torch.cuda.CUDAGraph, torch.cuda.CUDAGraph] | None = None
         self.batch, self.length = batch, length
 
     def reset(self, limits: Sequence[RowLimits]) -> None:
@@ -142,8 +171,14 @@ class _DecodeState:
             tensor.zero_()
         self.min_new.zero_()
         self.min_new[: len(limits)] = torch.tensor([limit.min_new_tokens for limit in limits])
+        self.allowed_bits.fill_(-1)
 
     def step(self) -> None:
+        self.forward()
+        self.pick(constrained=False)
+
+    def forward(self) -> None:
+        """The model on the rows' input tokens: their next logits into ``self.logits``."""
         stack, batch = self.stack, self.batch
         hidden = stack.embed(self.tokens[:, None])
         cos, sin = stack.rotary(hidden, self.positions.view(1, batch, 1).expand(3, batch, 1))
@@ -153,9 +188,14 @@ class _DecodeState:
             attended = self._attention(layer.self_attn, layer.input_layernorm(hidden), cos, sin, keys, values, mask)
             hidden = hidden + attended
             hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
-        logits = stack.lm_head(stack.norm(hidden))[:, 0].float()
-        self.logits.copy_(logits)
-        chosen = stack.choose(logits, self.seen, self.generated < self.min_new)
+        self.logits.copy_(stack.lm_head(stack.norm(hidden))[:, 0])
+
+    def pick(self, *, constrained: bool) -> None:
+        """The next token of every row from ``self.logits`` (masked by ``allowed_bits`` when
+        constrained), fed back as the next input."""
+        stack = self.stack
+        allowed = stack.allowed(self.allowed_bits) if constrained else None
+        chosen = stack.choose(self.logits, self.seen, self.generated < self.min_new, allowed)
         self.seen.scatter_(1, chosen[:, None], True)
         self.tokens.copy_(chosen)
         self.positions.add_(1)
@@ -186,23 +226,30 @@ class _DecodeState:
 
     def capture(self) -> None:
         """Warm up on a side stream (lazy initialisation stays out of the graph), then capture."""
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(2):
-                self.step()
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        # thread_local: the worker's other threads may touch CUDA while this one captures.
-        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-            self.step()
-        self.graph = graph
+        self.graph = _captured(self.step)
+
+    def capture_split(self) -> None:
+        """The constrained step's two graphs, sharing one memory pool (they never run at once)."""
+        forward = _captured(self.forward)
+        self.split_graphs = (forward, _captured(lambda: self.pick(constrained=True), pool=forward.pool()))
 
     def run(self) -> None:
         if self.graph is not None:
             self.graph.replay()
         else:
             self.step()
+
+    def run_forward(self) -> None:
+        if self.split_graphs is not None:
+            self.split_graphs[0].replay()
+        else:
+            self.forward()
+
+    def run_pick(self) -> None:
+        if self.split_graphs is not None:
+            self.split_graphs[1].replay()
+        else:
+            self.pick(constrained=True)
 
     def read_back(self, index: int) -> Callable[[], list[int]]:
         """Start copying the step's tokens to the host; the returned function waits for them."""
@@ -218,6 +265,20 @@ class _DecodeState:
             return host.tolist()
 
         return wait
+
+
+def _captured(step: Callable[[], None], pool: Any = None) -> torch.cuda.CUDAGraph:
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(2):
+            step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    # thread_local: the worker's other threads may touch CUDA while this one captures.
+    with torch.cuda.graph(graph, pool=pool, capture_error_mode="thread_local"):
+        step()
+    return graph
 
 
 class FastDecoder:
@@ -245,6 +306,7 @@ class FastDecoder:
         should_stop: Callable[[], bool] = lambda: False,
         observe: Callable[[torch.Tensor], None] | None = None,
         dropped: Set[int] = frozenset(),
+        constraints: RowConstraints | None = None,
     ) -> Iterator[list[DecodedToken]]:
         """Yield, step by step, the new token of every row still running.
 
@@ -254,13 +316,17 @@ class FastDecoder:
         turns off the one-step read-back lag). Rows whose index is in ``dropped`` (the caller adds
         them while decoding: a cancelled job) are skipped from the next prefill or step on; their
         slots keep computing in the fixed-size graph but nothing more is yielded for them.
+        ``constraints`` (describer/inference/constraints.py) holds the grammar matchers of the
+        rows that have one; every token of such a row, the first included, is one its grammar allows.
         """
         if len(prompts) != len(limits) or not prompts:
             raise ValueError("decode() needs one RowLimits per prompt, and at least one prompt.")
         with torch.no_grad():
             prompt_length = max(inputs["input_ids"].shape[1] for inputs in prompts)
             longest = max(limit.max_new_tokens for limit in limits)
-            state = self._state(_batch_bucket(len(prompts)), _round_up(prompt_length + longest, LENGTH_STEP))
+            state = self._state(
+                _batch_bucket(len(prompts)), _round_up(prompt_length + longest, LENGTH_STEP), split=constraints is not None
+            )
             state.reset(limits)
             remaining: dict[int, int] = {}
             for row, (inputs, limit) in enumerate(zip(prompts, limits)):
@@ -268,42 +334,56 @@ class FastDecoder:
                     return
                 if row in dropped:
                     continue
-                token = self._prefill(state, row, inputs, prompt_length)
-                finished = limit.max_new_tokens <= 1 or token in self.stack.eos_ids
+                token = self._prefill(state, row, inputs, prompt_length, constraints)
+                ended = token in self.stack.eos_ids
+                finished = limit.max_new_tokens <= 1 or ended
                 if not finished:
                     remaining[row] = limit.max_new_tokens - 1
-                yield [DecodedToken(row, token, finished)]
+                yield [DecodedToken(row, token, finished, cut_off=finished and not ended)]
             state.slot.fill_(prompt_length)
             state.generated.fill_(1)
             if observe is not None:
                 observe(state.logits[: len(prompts)].clone())
-            yield from self._decode_steps(state, remaining, should_stop, observe, dropped)
+            if constraints is None:
+                yield from self._decode_steps(state, remaining, should_stop, observe, dropped)
+            else:
+                yield from self._decode_constrained(state, remaining, should_stop, observe, dropped, constraints)
 
-    def _state(self, batch: int, length: int) -> _DecodeState:
+    def _state(self, batch: int, length: int, *, split: bool = False) -> _DecodeState:
         key = (batch, length)
         state = self._states.pop(key, None)
         if state is None:
             while len(self._states) >= MAX_CACHED_GRAPHS:
                 self._states.popitem(last=False)
             state = _DecodeState(self.stack, batch, length)
-            if self.cuda_graphs:
-                self._capture(state)
+        # Captured before the state is reset for a request: capturing runs the step.
+        if self.cuda_graphs and state.graph is None:
+            self._capture(state, state.capture)
+        if self.cuda_graphs and split and state.split_graphs is None:
+            self._capture(state, state.capture_split)
         self._states[key] = state
         return state
 
-    def _capture(self, state: _DecodeState) -> None:
+    def _capture(self, state: _DecodeState, capture: Callable[[], None]) -> None:
         try:
-            state.capture()
+            capture()
         except Exception as error:
             if is_cuda_oom(error):
                 raise
             logger.warning("Capturing the decode step as a CUDA graph failed (%s); decoding eagerly.", short_reason(error))
             self.cuda_graphs = False
-            state.graph = None
+            state.graph = state.split_graphs = None
 
-    def _prefill(self, state: _DecodeState, row: int, inputs: dict[str, torch.Tensor], prompt_length: int) -> int:
+    def _prefill(
+        self,
+        state: _DecodeState,
+        row: int,
+        inputs: dict[str, torch.Tensor],
+        prompt_length: int,
+        constraints: RowConstraints | None = None,
+    ) -> int:
         """Run one row's prompt through the model, copy its keys and values right-aligned into the
-        cache, and return its first token."""
+        cache, and return its first token (one its grammar allows, if it has one)."""
         input_ids = inputs["input_ids"]
         length = input_ids.shape[1]
         positions, delta = self._prompt_positions(inputs)
@@ -320,7 +400,14 @@ class FastDecoder:
         logits = output.logits[:, -1].float()
         del output, cache
         state.logits[row] = logits[0]
-        token = self.stack.choose(logits, state.seen[row : row + 1], state.generated < state.min_new[row : row + 1])
+        allowed = None
+        if constraints is not None and constraints.constrained(row):
+            state.allowed_bits[row].copy_(constraints.fill([row])[row])
+            allowed = self.stack.allowed(state.allowed_bits[row : row + 1])
+        suppress = state.generated < state.min_new[row : row + 1]
+        token = self.stack.choose(logits, state.seen[row : row + 1], suppress, allowed)
+        if constraints is not None:
+            constraints.accept(row, int(token[0]))
         state.seen[row, token] = True
         state.tokens[row] = token[0]
         # The next text position: after the prompt's largest M-RoPE position, on all three sections.
@@ -374,15 +461,50 @@ class FastDecoder:
                     observe(state.logits[: len(tokens)].clone())
                 yield self._take(tokens, remaining)
 
+    def _decode_constrained(
+        self,
+        state: _DecodeState,
+        remaining: dict[int, int],
+        should_stop: Callable[[], bool],
+        observe: Callable[[torch.Tensor], None] | None,
+        dropped: Set[int],
+        constraints: RowConstraints,
+    ) -> Iterator[list[DecodedToken]]:
+        """One step at a time: the forward is launched first, the rows' bitmask filled on the host
+        while it runs, copied, and the pick launched; the tokens are read back at once (the next
+        mask needs them) and the next forward launched before the matchers take them."""
+        if remaining:
+            state.run_forward()
+        while remaining:
+            if should_stop():
+                return
+            for row in set(dropped).intersection(remaining):
+                del remaining[row]
+            if not remaining:
+                return
+            bitmask = constraints.fill(remaining)
+            state.allowed_bits[: len(bitmask)].copy_(bitmask, non_blocking=True)
+            state.run_pick()
+            tokens = state.read_back(0)()
+            if observe is not None:
+                observe(state.logits[: len(tokens)].clone())
+            decoded = self._take(tokens, remaining)
+            if remaining:
+                state.run_forward()  # the GPU's next step runs while the matchers take these tokens
+            for item in decoded:
+                constraints.accept(item.row, item.token)
+            yield decoded
+
     def _take(self, tokens: list[int], remaining: dict[int, int]) -> list[DecodedToken]:
         decoded = []
         for row in list(remaining):
             token = tokens[row]
             remaining[row] -= 1
-            finished = remaining[row] == 0 or token in self.stack.eos_ids
+            ended = token in self.stack.eos_ids
+            finished = remaining[row] == 0 or ended
             if finished:
                 del remaining[row]
-            decoded.append(DecodedToken(row, token, finished))
+            decoded.append(DecodedToken(row, token, finished, cut_off=finished and not ended))
         return decoded
 
 

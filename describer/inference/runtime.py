@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
+from describer.inference.constraints import Grammars, RowConstraints
 from describer.inference.errors import GenerationTimeout, OutOfMemory
 from describer.inference.fast_decode import FastDecoder, RowLimits, unsupported_reason
 from describer.inference.loading import (
@@ -54,6 +55,9 @@ class GenerationRequest:
     messages: list[dict[str, Any]]
     max_new_tokens: int
     min_new_tokens: int = 0
+    # A grammar name of describer/inference/constraints.py ("description:en", "mermaid"): every
+    # token is one the grammar allows. None: unconstrained.
+    grammar: str | None = None
 
     def images(self) -> list[Image.Image]:
         """The images in the order the chat template places their tokens."""
@@ -115,6 +119,7 @@ class DescriberRuntime:
         self.is_tiny = is_tiny
         self.time_limit_s = time_limit_s  # only for the GenerationTimeout message
         self.decoder = _fast_decoder(model, cuda_graphs=cuda_graphs)
+        self._grammars: Grammars | None = None
         if model is not None and model.device.type == "cuda":
             # cuDNN's fused attention, once it has run out of memory, failed every later call in
             # the process ("mha_graph.execute(...).is_good()", torch 2.11 on an H100); flash and
@@ -178,6 +183,18 @@ class DescriberRuntime:
     def device(self) -> str:
         return str(self.model.device)
 
+    @property
+    def grammars(self) -> Grammars:
+        """The compiled grammars for this model's tokenizer (built on first use)."""
+        if self._grammars is None:
+            eos = self.model.generation_config.eos_token_id
+            self._grammars = Grammars(
+                self.processor.tokenizer,
+                vocab_size=self.model.lm_head.out_features,
+                stop_token_ids=[eos] if isinstance(eos, int) else (eos or []),
+            )
+        return self._grammars
+
     # --- Embeddings --------------------------------------------------------------------------
 
     def embed_image(self, image: Image.Image) -> list[float]:
@@ -233,7 +250,9 @@ class DescriberRuntime:
 
         Each request's output is what it would get alone (greedy; rows are padded and masked apart).
         When a request is done, an empty chunk with ``final`` set says so (its ``tokens`` are any not
-        yet counted), so its job can be finished while the others still run. Deadline, errors and
+        yet counted, its ``cut_off`` whether it stopped at ``max_new_tokens`` rather than ending),
+        so its job can be finished while the others still run. A request with a ``grammar`` is
+        decoded under it. Deadline, errors and
         early closing behave as in ``stream()``, for the whole batch. A row whose index the caller
         adds to ``stopped`` (its job was cancelled) leaves the batch at the next decode step and
         yields nothing more; the other rows go on.
@@ -243,13 +262,15 @@ class DescriberRuntime:
             for index, request in enumerate(requests):
                 if index in stopped:
                     continue
+                tokens = 0
                 with closing(self.stream_generate(request, deadline=deadline)) as chunks:
                     for chunk in chunks:
                         if index in stopped:
                             break
+                        tokens += chunk.tokens
                         yield index, chunk
                 if index not in stopped:
-                    yield index, StreamChunk("", 0, final=True)
+                    yield index, StreamChunk("", 0, final=True, cut_off=tokens >= request.max_new_tokens)
             return
         yield from self._stream_decoded(requests, deadline, stopped)
 
@@ -265,9 +286,10 @@ class DescriberRuntime:
         with _oom_as_inference_error("while preparing inputs"):
             prompts = [self.prepare_inputs([request]) for request in requests]
         limits = [RowLimits(request.max_new_tokens, request.min_new_tokens) for request in requests]
+        constraints = self._constraints(requests)
         stop = _StopSignal(deadline)
         stopped = stopped if stopped is not None else set()
-        thread = _DecodeThread(self.decoder, prompts, limits, stop, stopped)
+        thread = _DecodeThread(self.decoder, prompts, limits, stop, stopped, constraints)
         del prompts
         thread.start()
         rows = [_RowText(self.processor.tokenizer, index) for index in range(len(requests))]
@@ -281,6 +303,11 @@ class DescriberRuntime:
         _reraise(thread)
         if stop.deadline_reached:
             raise self._timeout(started, deadline)
+
+    def _constraints(self, requests: list[GenerationRequest]) -> RowConstraints | None:
+        if not any(request.grammar for request in requests):
+            return None  # no grammar work at all, not even the tokenizer's
+        return self.grammars.rows([request.grammar for request in requests])
 
     def stream_generate(self, request: GenerationRequest, *, deadline: float | None = None) -> Iterator[StreamChunk]:
         """``stream()`` through transformers' ``generate``: the fallback, and the benchmark's baseline."""
@@ -308,6 +335,11 @@ class DescriberRuntime:
     def _generate_kwargs(
         self, request: GenerationRequest, inputs: BatchFeature, streamer: TextIteratorStreamer, stop: _StopSignal
     ) -> dict[str, Any]:
+        constrained = {}
+        if request.grammar:
+            # As in the fast decoder, the grammar wins over min_new_tokens (generate would mask
+            # the end that a complete answer needs, and xgrammar's processor then fails).
+            constrained = {"logits_processor": [self.grammars.logits_processor(request.grammar)], "min_new_tokens": 0}
         return {
             **inputs,
             # Greedy: deterministic output. The model's own config keeps its stop tokens and
@@ -317,6 +349,7 @@ class DescriberRuntime:
             "min_new_tokens": request.min_new_tokens,
             "streamer": streamer,
             "stopping_criteria": StoppingCriteriaList([stop]),
+            **constrained,
         }
 
     def _timeout(self, started: float, deadline: float | None) -> GenerationTimeout:
@@ -369,10 +402,17 @@ class _DecodeThread(threading.Thread):
     """Runs ``FastDecoder.decode`` and hands each step's tokens over a queue (None at the end)."""
 
     def __init__(
-        self, decoder: FastDecoder, prompts: list[Any], limits: list[RowLimits], stop: _StopSignal, dropped: set[int]
+        self,
+        decoder: FastDecoder,
+        prompts: list[Any],
+        limits: list[RowLimits],
+        stop: _StopSignal,
+        dropped: set[int],
+        constraints: RowConstraints | None = None,
     ) -> None:
         super().__init__(name="describer-generate", daemon=True)
         self._decoder = decoder
+        self._constraints = constraints
         self._prompts = prompts
         self._limits = limits
         self._signal = stop
@@ -383,7 +423,11 @@ class _DecodeThread(threading.Thread):
     def run(self) -> None:
         try:
             for step in self._decoder.decode(
-                self._prompts, self._limits, should_stop=self._signal.should_stop, dropped=self._dropped
+                self._prompts,
+                self._limits,
+                should_stop=self._signal.should_stop,
+                dropped=self._dropped,
+                constraints=self._constraints,
             ):
                 self.steps.put(step)
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer thread
@@ -396,16 +440,19 @@ class _DecodeThread(threading.Thread):
 class StreamChunk(str):
     """A piece of streamed text that also says how many new tokens it took to write.
 
-    ``final`` marks the end of one request of a batch (``stream_batch``); such a chunk is empty.
+    ``final`` marks the end of one request of a batch (``stream_batch``); such a chunk is empty,
+    and its ``cut_off`` says whether the request stopped at its ``max_new_tokens``.
     """
 
     tokens: int
     final: bool
+    cut_off: bool
 
-    def __new__(cls, text: str, tokens: int, final: bool = False) -> StreamChunk:
+    def __new__(cls, text: str, tokens: int, final: bool = False, cut_off: bool = False) -> StreamChunk:
         chunk = super().__new__(cls, text)
         chunk.tokens = tokens
         chunk.final = final
+        chunk.cut_off = cut_off
         return chunk
 
 
@@ -424,7 +471,7 @@ class _RowText:
         self._prefix = self._read = 0  # window start; end of what has been emitted
         self._tokens = 0  # tokens since the last chunk
 
-    def add(self, token: int, finished: bool) -> Iterator[tuple[int, StreamChunk]]:
+    def add(self, token: int, finished: bool, cut_off: bool = False) -> Iterator[tuple[int, StreamChunk]]:
         self._ids.append(token)
         self._tokens += 1
         text = self._new_text(finished)
@@ -432,7 +479,7 @@ class _RowText:
             yield self.index, StreamChunk(text, self._tokens)
             self._tokens = 0
         if finished:
-            yield self.index, StreamChunk("", self._tokens, final=True)
+            yield self.index, StreamChunk("", self._tokens, final=True, cut_off=cut_off)
             self._tokens = 0
 
     def _new_text(self, finished: bool) -> str:
@@ -458,7 +505,7 @@ def _drain_decoded(
             return
         for decoded in step:
             if decoded.row not in stopped:  # tokens already in flight when the row was stopped
-                yield from rows[decoded.row].add(decoded.token, decoded.finished)
+                yield from rows[decoded.row].add(decoded.token, decoded.finished, decoded.cut_off)
 
 
 class _CountingStreamer(TextIteratorStreamer):
