@@ -331,6 +331,13 @@ async ({code, style, maxSide}) => {
   return {x: 0, y: 0, width: Math.ceil(drawn.width), height: Math.ceil(drawn.height)};
 }
 """
+PARSE_JS = """
+async (code) => {
+  mermaid.initialize({startOnLoad: false, securityLevel: "strict", htmlLabels: false});
+  try { await mermaid.parse(code); return null; } catch (error) { return String(error.message || error); }
+}
+"""
+
 PAGE_HTML = (
     '<html><body style="margin:0;background:#fff">'
     '<div id="box" style="display:inline-block;padding:24px"></div></body></html>'
@@ -344,6 +351,11 @@ class MermaidDrawer:
         self.page = page
         page.set_content(PAGE_HTML)
         page.add_script_tag(path=str(MERMAID_JS))
+
+    def parse_error(self, code: str) -> str | None:
+        """Mermaid's own parser on `code` (as the site's editor runs it): None when it parses,
+        else its message."""
+        return self.page.evaluate(PARSE_JS, code)
 
     def draw(self, graph: ProcessGraph, style: dict) -> Image.Image:
         clip = self.page.evaluate(RENDER_JS, {"code": styled_code(graph, style), "style": style, "maxSide": MAX_SIDE_PX})

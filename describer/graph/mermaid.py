@@ -59,6 +59,7 @@ from describer.graph.model import (
     Pool,
     ProcessGraph,
 )
+from describer.graph.text import complete_lines
 
 DIRECTIONS = {"TD", "TB", "BT", "LR", "RL"}
 HEADER = re.compile(r"^(flowchart|graph)\b\s*(\S+)?\s*$", re.I)
@@ -151,7 +152,7 @@ class _ParseError(ValueError):
 def close_cut_off(code: str) -> str:
     """Code cut off mid-answer made whole: its complete lines, with an "end" for every subgraph
     still open and the code block closed. (Unfinished statements would not parse.)"""
-    complete = code if code.endswith("\n") else code[: code.rfind("\n") + 1]
+    complete = complete_lines(code)
     depth = 0
     for line in complete.splitlines():
         stripped = line.strip()

@@ -426,8 +426,11 @@ def _edge_label(condition: str) -> str:
 
 
 def complete_lines(text: str) -> str:
-    """The lines of a text cut off mid-line that were complete: all but an unfinished last one."""
-    return text if text.endswith("\n") else text[: text.rfind("\n") + 1]
+    """The lines of a text cut off mid-line that were complete: all but an unfinished last one
+    (the whole text when it is one unfinished line: the lenient reader may still find a step)."""
+    if text.endswith("\n") or "\n" not in text:
+        return text
+    return text[: text.rfind("\n") + 1]
 
 
 # Rendering -------------------------------------------------------------------------------

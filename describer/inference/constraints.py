@@ -6,13 +6,22 @@ row) on the host; the decoder copies it to the device and masks the logits with 
 the token is picked each matcher accepts its row's token. Rows without a grammar keep an
 all-ones row and cost no matcher work; a batch without any grammar never builds this object.
 
-Grammars are compiled once per worker (a few tens of milliseconds each) and cached.
+Labels have no length bound in the grammars (describer/graph/grammar.py says why), so a row
+whose current line has grown past LONG_LINE_CHARS is made to end it: of the tokens its grammar
+allows, only those that close a label (holding a line break or a quote) stay, when there are
+any. A model looping inside a label then moves on, and the answer keeps its structure within
+its token budget.
+
+The grammars compile in about a second each against a 150k-token vocabulary, so the worker
+compiles all of them at start, in parallel.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import torch
@@ -24,6 +33,11 @@ logger = logging.getLogger("describer.inference")
 
 DESCRIPTION = "description"
 MERMAID = "mermaid"
+# Longer than any line of a real answer (a step with its participant, a Mermaid edge with two
+# labelled nodes): past it the line is made to end.
+LONG_LINE_CHARS = 240
+# Every grammar a job can ask for (describing.Describe.grammar, drawing.Draw.grammar).
+ALL_GRAMMARS = ("description:en", "description:ru", "description:", MERMAID)
 
 
 def grammar_source(name: str) -> str:
@@ -41,17 +55,29 @@ class Grammars:
     """The compiled grammars for one model's tokenizer and vocabulary."""
 
     def __init__(self, tokenizer: Any, *, vocab_size: int, stop_token_ids: Iterable[int]) -> None:
-        info = xgrammar.TokenizerInfo.from_huggingface(
+        self.info = xgrammar.TokenizerInfo.from_huggingface(
             tokenizer, vocab_size=vocab_size, stop_token_ids=sorted(stop_token_ids)
         )
         self.vocab_size = vocab_size
-        self._compiler = xgrammar.GrammarCompiler(info)
+        self.lines = _TokenLines(self.info.decoded_vocab, vocab_size)
+        self._compiler = xgrammar.GrammarCompiler(self.info)
         self._compiled: dict[str, xgrammar.CompiledGrammar] = {}
+        self._batch_matcher = xgrammar.BatchGrammarMatcher()
 
     def compiled(self, name: str) -> xgrammar.CompiledGrammar:
         if name not in self._compiled:
             self._compiled[name] = self._compiler.compile_grammar(grammar_source(name))
         return self._compiled[name]
+
+    def compile_all(self, names: Sequence[str] = ALL_GRAMMARS) -> float:
+        """Compile every grammar now, in parallel; the seconds it took."""
+        started = time.monotonic()
+        with ThreadPoolExecutor(max_workers=len(names)) as pool:
+            compiled = list(pool.map(lambda name: self._compiler.compile_grammar(grammar_source(name)), names))
+        self._compiled.update(zip(names, compiled))
+        seconds = time.monotonic() - started
+        logger.info("Grammars for constrained decoding ready in %.1f s (%s).", seconds, ", ".join(names))
+        return seconds
 
     def matcher(self, name: str) -> xgrammar.GrammarMatcher:
         return xgrammar.GrammarMatcher(self.compiled(name))
@@ -60,7 +86,8 @@ class Grammars:
         """The matchers of a batch (one name or None per row); None when no row has a grammar."""
         if not any(names):
             return None
-        return RowConstraints([self.matcher(name) if name else None for name in names], self.vocab_size)
+        matchers = [self.matcher(name) if name else None for name in names]
+        return RowConstraints(matchers, self.lines, self._batch_matcher)
 
     def logits_processor(self, name: str) -> Any:
         """For transformers' generate (the fallback when the fast decoder cannot run)."""
@@ -76,11 +103,18 @@ class RowConstraints:
     Rows without a matcher stay all ones (every token allowed) from the start.
     """
 
-    def __init__(self, matchers: list[xgrammar.GrammarMatcher | None], vocab_size: int) -> None:
+    def __init__(
+        self,
+        matchers: list[xgrammar.GrammarMatcher | None],
+        lines: _TokenLines,
+        batch_matcher: xgrammar.BatchGrammarMatcher | None = None,
+    ) -> None:
         self.matchers = matchers
-        words = xgrammar.get_bitmask_shape(len(matchers), vocab_size)[1]
+        self.lines = lines
+        self.line_length = [0] * len(matchers)  # characters since the row's last line break
+        words = xgrammar.get_bitmask_shape(len(matchers), lines.vocab_size)[1]
         self.bitmask = torch.full((len(matchers), words), -1, dtype=torch.int32, pin_memory=torch.cuda.is_available())
-        self._batch_matcher = xgrammar.BatchGrammarMatcher()
+        self._batch_matcher = batch_matcher or xgrammar.BatchGrammarMatcher()
         self.rejected: set[int] = set()  # rows whose token the grammar did not take (never expected)
 
     def constrained(self, row: int) -> bool:
@@ -95,6 +129,11 @@ class RowConstraints:
             self._batch_matcher.batch_fill_next_token_bitmask(
                 [self.matchers[row] for row in rows], self.bitmask, rows
             )
+        for row in rows:
+            if self.line_length[row] >= LONG_LINE_CHARS:
+                closing = self.bitmask[row] & self.lines.closers
+                if closing.any():
+                    self.bitmask[row] = closing
         return self.bitmask
 
     def accept(self, row: int, token: int) -> None:
@@ -102,6 +141,7 @@ class RowConstraints:
         its mask; if it happens anyway the row goes on unconstrained rather than fail the job."""
         if not self.constrained(row):
             return
+        self.line_length[row] = self.lines.after(self.line_length[row], token)
         matcher = self.matchers[row]
         if matcher.is_terminated():
             return
@@ -109,3 +149,30 @@ class RowConstraints:
             logger.warning("Row %s: the grammar refused token %s; the row goes on unconstrained.", row, token)
             self.rejected.add(row)
             self.bitmask[row].fill_(-1)
+
+
+class _TokenLines:
+    """What each token does to the length of the current line, and the tokens that close a
+    label (a line break or a quote in them), as a bitmask row."""
+
+    def __init__(self, decoded_vocab: list[bytes], vocab_size: int) -> None:
+        self.vocab_size = vocab_size
+        self.tail = [0] * vocab_size  # characters after the token's last line break, or all of them
+        self.breaks = [False] * vocab_size
+        closers = []
+        for token, text in enumerate(decoded_vocab[:vocab_size]):
+            newline = text.rfind(b"\n")
+            self.breaks[token] = newline >= 0
+            # UTF-8: count the bytes that start a character.
+            self.tail[token] = sum((byte & 0xC0) != 0x80 for byte in text[newline + 1 :])
+            if newline >= 0 or b'"' in text:
+                closers.append(token)
+        bits = torch.zeros(xgrammar.get_bitmask_shape(1, vocab_size)[1] * 32, dtype=torch.bool)
+        bits[closers] = True
+        weights = torch.tensor([1 << bit for bit in range(31)] + [-(1 << 31)], dtype=torch.int64)
+        self.closers = (bits.view(-1, 32).long() * weights).sum(dim=1).to(torch.int32)
+
+    def after(self, length: int, token: int) -> int:
+        if not 0 <= token < self.vocab_size:
+            return length
+        return self.tail[token] if self.breaks[token] else length + self.tail[token]

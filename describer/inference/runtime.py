@@ -167,7 +167,7 @@ class DescriberRuntime:
         from django.conf import settings
 
         vlm_source, clip_source = resolve_model_sources()
-        return cls.load(
+        runtime = cls.load(
             vlm_source,
             clip_source,
             max_vram=settings.MODEL_MAX_VRAM,
@@ -178,6 +178,9 @@ class DescriberRuntime:
             time_limit_s=getattr(settings, "DESCRIBER_TIME_LIMIT_S", None),
             cuda_graphs=getattr(settings, "DESCRIBER_CUDA_GRAPHS", True),
         )
+        if getattr(settings, "DESCRIBER_CONSTRAINED", True):
+            runtime.grammars.compile_all()  # now, not in the first job of each kind
+        return runtime
 
     @property
     def device(self) -> str:
