@@ -8,8 +8,8 @@ all-ones row and cost no matcher work; a batch without any grammar never builds 
 
 Labels have no length bound in the grammars (describer/graph/grammar.py says why), so a row
 whose current line has grown past LONG_LINE_CHARS is made to end it: of the tokens its grammar
-allows, only those that close a label (holding a line break or a quote) stay, when there are
-any. A model looping inside a label then moves on, and the answer keeps its structure within
+allows, only those holding a line break stay, or where there are none (inside a quoted Mermaid
+label) those holding a quote. A model looping inside a label then moves on, and the answer keeps its structure within
 its token budget.
 
 The grammars compile in about a second each against a 150k-token vocabulary, so the worker
@@ -116,12 +116,16 @@ class RowConstraints:
         self.bitmask = torch.full((len(matchers), words), -1, dtype=torch.int32, pin_memory=torch.cuda.is_available())
         self._batch_matcher = batch_matcher or xgrammar.BatchGrammarMatcher()
         self.rejected: set[int] = set()  # rows whose token the grammar did not take (never expected)
+        # Host time spent in the matchers (bitmask filling, accepting tokens), for benchmarks.
+        self.fill_s = self.accept_s = 0.0
+        self.fills = 0
 
     def constrained(self, row: int) -> bool:
         return row < len(self.matchers) and self.matchers[row] is not None and row not in self.rejected
 
     def fill(self, rows: Iterable[int]) -> torch.Tensor:
         """Fill the bitmask rows of `rows` (the constrained ones among them) for their next token."""
+        started = time.perf_counter()
         rows = [row for row in rows if self.constrained(row)]
         if len(rows) == 1:
             self.matchers[rows[0]].fill_next_token_bitmask(self.bitmask, rows[0])
@@ -131,16 +135,28 @@ class RowConstraints:
             )
         for row in rows:
             if self.line_length[row] >= LONG_LINE_CHARS:
-                closing = self.bitmask[row] & self.lines.closers
-                if closing.any():
-                    self.bitmask[row] = closing
+                self._end_line(row)
+        self.fill_s += time.perf_counter() - started
+        self.fills += 1
         return self.bitmask
+
+    def _end_line(self, row: int) -> None:
+        for closers in (self.lines.line_breaks, self.lines.quotes):
+            closing = self.bitmask[row] & closers
+            if closing.any():
+                self.bitmask[row] = closing
+                return
 
     def accept(self, row: int, token: int) -> None:
         """The row's matcher takes its token. A token the grammar refuses cannot be picked under
         its mask; if it happens anyway the row goes on unconstrained rather than fail the job."""
         if not self.constrained(row):
             return
+        started = time.perf_counter()
+        self._accept(row, token)
+        self.accept_s += time.perf_counter() - started
+
+    def _accept(self, row: int, token: int) -> None:
         self.line_length[row] = self.lines.after(self.line_length[row], token)
         matcher = self.matchers[row]
         if matcher.is_terminated():
@@ -152,25 +168,29 @@ class RowConstraints:
 
 
 class _TokenLines:
-    """What each token does to the length of the current line, and the tokens that close a
-    label (a line break or a quote in them), as a bitmask row."""
+    """What each token does to the length of the current line, and the tokens holding a line
+    break and those holding a quote, as bitmask rows."""
 
     def __init__(self, decoded_vocab: list[bytes], vocab_size: int) -> None:
         self.vocab_size = vocab_size
         self.tail = [0] * vocab_size  # characters after the token's last line break, or all of them
         self.breaks = [False] * vocab_size
-        closers = []
+        quotes = []
         for token, text in enumerate(decoded_vocab[:vocab_size]):
             newline = text.rfind(b"\n")
             self.breaks[token] = newline >= 0
             # UTF-8: count the bytes that start a character.
             self.tail[token] = sum((byte & 0xC0) != 0x80 for byte in text[newline + 1 :])
-            if newline >= 0 or b'"' in text:
-                closers.append(token)
-        bits = torch.zeros(xgrammar.get_bitmask_shape(1, vocab_size)[1] * 32, dtype=torch.bool)
-        bits[closers] = True
+            if b'"' in text:
+                quotes.append(token)
+        self.line_breaks = self._bitmask([token for token, breaks in enumerate(self.breaks) if breaks])
+        self.quotes = self._bitmask(quotes)
+
+    def _bitmask(self, tokens: list[int]) -> torch.Tensor:
+        bits = torch.zeros(xgrammar.get_bitmask_shape(1, self.vocab_size)[1] * 32, dtype=torch.bool)
+        bits[tokens] = True
         weights = torch.tensor([1 << bit for bit in range(31)] + [-(1 << 31)], dtype=torch.int64)
-        self.closers = (bits.view(-1, 32).long() * weights).sum(dim=1).to(torch.int32)
+        return (bits.view(-1, 32).long() * weights).sum(dim=1).to(torch.int32)
 
     def after(self, length: int, token: int) -> int:
         if not 0 <= token < self.vocab_size:

@@ -229,8 +229,9 @@ class _DecodeState:
         self.graph = _captured(self.step)
 
     def capture_split(self) -> None:
-        """The constrained step's two graphs, sharing one memory pool (they never run at once)."""
-        forward = _captured(self.forward)
+        """The constrained step's two graphs. They share the memory pool of the whole step's graph:
+        no two of the three ever run at once, and their temporaries are dead when each ends."""
+        forward = _captured(self.forward, pool=self.graph.pool() if self.graph is not None else None)
         self.split_graphs = (forward, _captured(lambda: self.pick(constrained=True), pool=forward.pool()))
 
     def run(self) -> None:
