@@ -450,6 +450,18 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def random_models(work: Path) -> tuple[Path, Path]:
+    """Qwen2.5-VL-3B's and clip-ViT-B-32's architectures with random weights, built once in `work`."""
+    vlm, clip = work / "qwen2_5_vl_3b_random", work / "clip_vit_b32_random"
+    if not (vlm / "config.json").exists():
+        build_random_qwen2_5_vl_3b(vlm, device="cuda")
+        gc.collect()
+        torch.cuda.empty_cache()
+    if not (clip / "modules.json").exists():
+        build_random_clip_vit_b32(clip)
+    return vlm, clip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=Path("/tmp/diagramsite-bench"), help="where the random models go")
@@ -470,13 +482,7 @@ def main() -> None:
 
     results: dict[str, Any] = {"gpu": torch.cuda.get_device_name(0), "versions": versions(), "tokens": tokens}
     log(f"{results['gpu']} {results['versions']}")
-    vlm, clip = args.work / "qwen2_5_vl_3b_random", args.work / "clip_vit_b32_random"
-    if not (vlm / "config.json").exists():
-        build_random_qwen2_5_vl_3b(vlm, device="cuda")
-        gc.collect()
-        torch.cuda.empty_cache()
-    if not (clip / "modules.json").exists():
-        build_random_clip_vit_b32(clip)
+    vlm, clip = random_models(args.work)
     log("random models ready")
     results["configs"] = {}
     for quantization in configs:

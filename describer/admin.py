@@ -176,7 +176,7 @@ class WorkerAdmin(admin.ModelAdmin):
 @admin.register(Conversion)
 class ConversionAdmin(admin.ModelAdmin):
     list_display = ["__str__", "owner", "kind", "status", "stage", "attempts", "created_at", "finished_at"]
-    list_filter = ["kind", "status", "stage", "created_at"]
+    list_filter = ["kind", "status", "stage", "cut_off", "created_at"]
     search_fields = ["id", "title", "original_filename", "owner__username"]
     date_hierarchy = "created_at"
     inlines = [ConversionExampleInline]

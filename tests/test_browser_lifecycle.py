@@ -52,3 +52,27 @@ def test_with_a_worker_online_the_page_gives_the_queue_position(live_server, pag
     text = page.inner_text("#live-status")
     assert "position 1" in text and "No worker is online" not in text
     screenshot(page, "queued-worker-online")
+
+
+def test_an_answer_cut_off_at_the_length_limit_is_marked_above_what_was_complete(live_server, page, page_errors, user, make_conversion):
+    from describer.describing import Describe
+
+    raw = "# Invoice approval\n\n## Steps\n1. Receive the invoice\n2. Check the amount\n   - If over 1000: go to step 3.\n3. Ask the man"
+    conversion = make_conversion(language="en")
+    fields, _ = Describe().result(conversion, raw, cut_off=True)
+    Conversion.objects.filter(pk=conversion.pk).update(
+        **fields, status=Conversion.Status.DONE, stage=Conversion.Stage.FINISHED, output_raw=raw,
+        tokens_generated=1024, cut_off=True,
+    )  # fmt: skip
+    log_in(page, live_server.url, user.username, PASSWORD)
+    page.goto(f"{live_server.url}{conversion.get_absolute_url()}")
+
+    notice = page.locator("#cut-off")
+    assert notice.is_visible() and "Cut off at the length limit" in notice.inner_text()
+    assert "limit of 1024 tokens" in notice.inner_text()
+    steps = page.locator("#description ol.steps > li")
+    assert steps.count() == 2 and "Ask the man" not in page.inner_text("#description")
+    notice.locator("summary").click()
+    assert "3. Ask the man" in notice.locator("pre").inner_text()  # everything the model wrote
+    screenshot(page, "cut-off")
+    assert page_errors == []

@@ -98,6 +98,7 @@ def test_the_description_grammar_takes_the_layout_in_both_languages(runtime):
     [
         ('flowchart TD\n    A(["Order placed"]) --> B{"Paid?"}\n    B -->|"Yes"| C["Ship"]\n', True),
         ('flowchart LR\n  subgraph sales ["Sales"]\n    a["Check"]\n  end\n  a --> b\n', True),
+        ('flowchart LR\n    subgraph sales["Sales"]\n        a["Check"]\n    end\n', True),  # as the prompt writes it
         ('flowchart TD\n  a["x #quot;y#quot; <br>z"]\n', True),
         ("flowchart TD\n", False),  # draws nothing
         ('flowchart TD\n  end["x"]\n', False),  # a keyword as an id

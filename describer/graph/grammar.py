@@ -142,7 +142,7 @@ def mermaid_grammar() -> str:
         'edge ::= end_point (" -->" ("|\\"" mlabel "\\"|")? " " end_point)+',
         "end_point ::= id shape?",
         # A subgraph holds nodes, ids of nodes declared elsewhere, and (a pool) subgraphs.
-        'subgraph ::= "subgraph " id " [\\"" mlabel "\\"]\\n" (indent (node | id | subgraph) "\\n")* indent "end"',
+        'subgraph ::= "subgraph " id " "? "[\\"" mlabel "\\"]\\n" (indent (node | id | subgraph) "\\n")* indent "end"',
         'class_def ::= "classDef " id " " style',
         'class_line ::= "class " id ("," id)* " " id',
         'style_line ::= "style " id " " style',

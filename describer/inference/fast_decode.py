@@ -443,13 +443,7 @@ class FastDecoder:
         budget = max(remaining.values(), default=0)
         launched = 0
         in_flight: deque[Callable[[], list[int]]] = deque()
-        while remaining:
-            if should_stop():
-                return
-            for row in set(dropped).intersection(remaining):  # a copy: the consumer thread adds to it
-                del remaining[row]
-            if not remaining:
-                return
+        while _still_running(remaining, dropped, should_stop):
             if launched < budget:
                 state.run()
                 in_flight.append(state.read_back(launched))
@@ -476,13 +470,7 @@ class FastDecoder:
         mask needs them) and the next forward launched before the matchers take them."""
         if remaining:
             state.run_forward()
-        while remaining:
-            if should_stop():
-                return
-            for row in set(dropped).intersection(remaining):
-                del remaining[row]
-            if not remaining:
-                return
+        while _still_running(remaining, dropped, should_stop):
             bitmask = constraints.fill(remaining)
             state.allowed_bits[: len(bitmask)].copy_(bitmask, non_blocking=True)
             state.run_pick()
@@ -507,6 +495,15 @@ class FastDecoder:
                 del remaining[row]
             decoded.append(DecodedToken(row, token, finished, cut_off=finished and not ended))
         return decoded
+
+
+def _still_running(remaining: dict[int, int], dropped: Set[int], should_stop: Callable[[], bool]) -> bool:
+    """Whether to decode another step: rows the caller dropped leave first."""
+    if should_stop():
+        return False
+    for row in set(dropped).intersection(remaining):  # a copy: the consumer thread adds to it
+        del remaining[row]
+    return bool(remaining)
 
 
 def _bmm_to_float32_works(device: torch.device, dtype: torch.dtype) -> bool:
