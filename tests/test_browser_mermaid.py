@@ -221,9 +221,11 @@ def run_job_in_this_process(runtime) -> None:
 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("constrained", [False, True], ids=["unconstrained", "constrained"])
 def test_the_code_streams_into_the_page_then_the_editor_shows_the_parsers_verdict(
-    site, page, page_errors, user, tiny_runtime, settings
+    site, page, page_errors, user, tiny_runtime, settings, constrained
 ):
+    settings.DESCRIBER_CONSTRAINED = constrained
     settings.DESCRIBER_MIN_NEW_TOKENS = settings.DESCRIBER_MAX_NEW_TOKENS = 300
     settings.DESCRIBER_STREAM_INTERVAL_MS = 20
     # daphne checks passwords with the production hashers, the tests hash with MD5.
@@ -253,8 +255,13 @@ def test_the_code_streams_into_the_page_then_the_editor_shows_the_parsers_verdic
     assert conversion.status == Conversion.Status.DONE
     assert len(seen - {""}) >= 2, "the code streamed in before the result"
     assert page.input_value("#mermaid-code") == conversion.output_mermaid
-    # The tiny model writes nonsense: the real parser says so, and the repair is offered.
-    assert page.locator("[data-error]").is_visible()
-    assert page.inner_text("[data-error-message]")
-    assert page.locator("[data-repair-form] button").is_visible()
+    if constrained:
+        # The same random model under the Mermaid grammar: Mermaid's own parser takes its code.
+        assert page.locator("#diagram[data-state=ok] svg").count() == 1
+        assert not page.locator("[data-error]").is_visible()
+    else:
+        # The tiny model writes nonsense: the real parser says so, and the repair is offered.
+        assert page.locator("[data-error]").is_visible()
+        assert page.inner_text("[data-error-message]")
+        assert page.locator("[data-repair-form] button").is_visible()
     assert page_errors == []
