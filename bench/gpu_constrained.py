@@ -66,8 +66,7 @@ class Recorder:
 
         def rows(names):
             made = original(names)
-            if made is not None:
-                self.made.append(made)
+            self.made.append(made)
             return made
 
         grammars.rows = rows

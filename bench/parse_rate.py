@@ -68,6 +68,7 @@ def describe_requests(plans: list, count: int, max_new_tokens: int, constrained:
     from PIL import Image
 
     from describer import prompts
+    from describer.describing import grammar_name
     from describer.graph.images import render_png
     from describer.graph.text import render_text
     from describer.inference.runtime import GenerationRequest
@@ -82,7 +83,7 @@ def describe_requests(plans: list, count: int, max_new_tokens: int, constrained:
             GenerationRequest(
                 messages=prompts.describe_messages(image, examples, language),
                 max_new_tokens=max_new_tokens,
-                grammar=f"description:{language}" if constrained else None,
+                grammar=grammar_name(language) if constrained else None,
             )
         )
     return requests
@@ -131,11 +132,11 @@ def generate(runtime, requests: list) -> tuple[list[tuple[str, bool, int]], floa
 def read_descriptions(plans: list, answers: list) -> dict:
     from describer import graphs
     from describer.evaluation import parsed
-    from describer.graph.text import complete_lines
+    from describer.describing import answer_text
 
     results = []
     for plan, (text, cut_off, _) in zip(plans, answers):
-        text = complete_lines(text) if cut_off else text
+        text = answer_text(text, cut_off=cut_off)
         reading = graphs.from_description(text, plan.graph.language)
         ok = parsed(text, reading)
         results.append({"parsed": ok, "clean": ok and not reading.fields()["graph_notes"]["not_understood"],
@@ -145,12 +146,11 @@ def read_descriptions(plans: list, answers: list) -> dict:
 
 def read_drawings(answers: list, drawer) -> dict:
     from describer import graphs
-    from describer.graph.mermaid import close_cut_off
-    from describer.mermaid import extract_mermaid
+    from describer.drawing import answer_code
 
     results, failures = [], []
     for text, cut_off, _ in answers:
-        code = extract_mermaid(close_cut_off(text) if cut_off else text)
+        code = answer_code(text, cut_off=cut_off)
         reading = graphs.from_mermaid(code)
         own = reading.graph is not None and bool(reading.graph.nodes) and not reading.fields()["graph_notes"]["unsupported"]
         browser_error = drawer.parse_error(code)

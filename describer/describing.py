@@ -39,21 +39,30 @@ class Describe:
         return prompts.describe_messages(image, [example.description for example in examples], job.language)
 
     def grammar(self, job: Conversion) -> str:
-        """The canonical layout in the job's language (either, when it follows the diagram's)."""
-        return f"description:{job.language}"
+        return grammar_name(job.language)
 
     def result(self, job: Conversion, text: str, *, cut_off: bool = False) -> tuple[dict, None]:
         """The finishing fields of the row, from the model's whole text: the process graph, and
         the description rendered from it (so text and graph agree). Without a graph (too large,
         say: the reason is in graph_notes) the text is structured leniently as it stands. An
         answer cut off at the length limit gives the graph of its complete lines."""
-        if cut_off:
-            text = complete_lines(text)
+        text = answer_text(text, cut_off=cut_off)
         result = graphs.from_description(text, job.language)
         canonical = graphs.description_text(result.graph, job.language) if result.graph else text
         structure = postprocess.structure_description(canonical, job.language)
         fields = {"output_text": structure.to_markdown(), "output_structure": structure.as_dict(), **result.fields()}
         return fields, None
+
+
+def grammar_name(language: str) -> str:
+    """The grammar of a description (describer/inference/constraints.py): the canonical layout in
+    `language`, or in either language when it is "" (the diagram's own)."""
+    return f"description:{language}"
+
+
+def answer_text(text: str, *, cut_off: bool) -> str:
+    """What a description is read from: an answer cut off at the length limit gives its complete lines."""
+    return complete_lines(text) if cut_off else text
 
 
 def retrieve(runtime: DescriberRuntime, job: Conversion, image) -> list[Example]:

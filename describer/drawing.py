@@ -57,12 +57,18 @@ class Draw:
         cut off at the length limit keeps its complete lines, its open subgraphs closed."""
         is_repair = bool(job.repair_error and self._code_to_repair(job))
         origin = MermaidVersion.Origin.REPAIR if is_repair else MermaidVersion.Origin.MODEL
-        code = extract_mermaid(close_cut_off(text) if cut_off else text)
+        code = answer_code(text, cut_off=cut_off)
         return {"repair_error": ""}, lambda: services.mermaid_version_add(job, code=code, origin=origin)
 
     def _code_to_repair(self, job: Conversion) -> str:
         latest = job.mermaid_versions.first()
         return latest.code if latest else job.output_mermaid
+
+
+def answer_code(text: str, *, cut_off: bool) -> str:
+    """The Mermaid code in a model's answer; one cut off at the length limit keeps its complete
+    lines, its open subgraphs closed."""
+    return extract_mermaid(close_cut_off(text) if cut_off else text)
 
 
 def few_shot_examples(runtime: DescriberRuntime, job: Conversion) -> list[Example]:

@@ -21,7 +21,7 @@ from pathlib import Path
 from django.conf import settings
 
 from describer import graphs, prompts
-from describer.describing import nearest_examples
+from describer.describing import grammar_name, nearest_examples
 from describer.graph.metrics import Scores, aggregate, score
 from describer.graph.model import ProcessGraph
 from describer.graph.text import IMPLIED_START_ID, STEP_LINE
@@ -119,7 +119,7 @@ def _describe(runtime, item: Item, result: ItemResult) -> str:
         messages=prompts.describe_messages(image, [example.description for example in examples], language),
         max_new_tokens=settings.DESCRIBER_MAX_NEW_TOKENS,
         min_new_tokens=settings.DESCRIBER_MIN_NEW_TOKENS,
-        grammar=f"description:{language}" if settings.DESCRIBER_CONSTRAINED else None,
+        grammar=grammar_name(language) if settings.DESCRIBER_CONSTRAINED else None,
     )
     return "".join(runtime.stream(request))
 

@@ -82,10 +82,9 @@ class Grammars:
     def matcher(self, name: str) -> xgrammar.GrammarMatcher:
         return xgrammar.GrammarMatcher(self.compiled(name))
 
-    def rows(self, names: Sequence[str | None]) -> RowConstraints | None:
-        """The matchers of a batch (one name or None per row); None when no row has a grammar."""
-        if not any(names):
-            return None
+    def rows(self, names: Sequence[str | None]) -> RowConstraints:
+        """The matchers of a batch: one grammar name or None per row. (The runtime asks only when
+        some row has a grammar.)"""
         matchers = [self.matcher(name) if name else None for name in names]
         return RowConstraints(matchers, self.lines, self._batch_matcher)
 
