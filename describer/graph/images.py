@@ -650,3 +650,20 @@ class _Canvas:
         turned = sheet.rotate(90, expand=True)
         x, y = self.xy(label.bounds()[:2])
         self.image.alpha_composite(turned, (max(0, round(x) - 1), max(0, round(y) - 1)))
+
+
+def drawn_labels(graph: ProcessGraph, scale: float = 2.0) -> list[tuple[str, tuple[int, int, int, int]]]:
+    """Every text render_png draws at `scale`, as (its lines joined by spaces, its box (x, y, w,
+    h) in the PNG's pixels): the ground truth of what reading the PNG's text should find. A text
+    cut short with an ellipsis is given as drawn."""
+    scene = _scene(graph)
+    labels = [scene.title] + [shape.label for shape in (*scene.bands, *scene.nodes, *scene.arrows)]
+    drawn = []
+    for label in labels:
+        if label is None:
+            continue
+        left, top, right, bottom = label.bounds()
+        x, y = (left - scene.origin[0]) * scale, (top - scene.origin[1]) * scale
+        box = (round(x), round(y), round((right - left) * scale), round((bottom - top) * scale))
+        drawn.append((" ".join(label.lines), box))
+    return drawn
