@@ -166,8 +166,13 @@ class Conversion(models.Model):
     # The answer stopped at DESCRIBER_MAX_NEW_TOKENS instead of ending: the result holds what
     # was complete by then.
     cut_off = models.BooleanField(default=False, verbose_name=_("cut off at the length limit"))
-    # Seconds: queue_wait, preprocessing, retrieval, first_token, generation; tokens_per_s.
+    # Seconds: queue_wait, preprocessing, retrieval, first_token, generation; tokens_per_s; ocr.
     timings = models.JSONField(default=dict, blank=True, verbose_name=_("timings"))
+    # The diagram's own text read by OCR (describer.ocr.Reading.as_json()), and how the
+    # description covers it (describer.grounding.Coverage.as_json()); coverage is its score.
+    ocr_reading = models.JSONField(null=True, blank=True, verbose_name=_("text read in the image"))
+    grounding = models.JSONField(null=True, blank=True, verbose_name=_("grounding"))
+    coverage = models.FloatField(null=True, blank=True, db_index=True, verbose_name=_("coverage"))
 
     objects = ConversionQuerySet.as_manager()
 

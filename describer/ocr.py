@@ -58,8 +58,8 @@ class OcrUnavailable(RuntimeError):
 def words_of(text: str) -> list[str]:
     """The words of a text as the matching compares them: case folded, ё as е, digits apart
     from letters ("в1С" and "в 1С" are the same three words)."""
-    text = unicodedata.normalize("NFKC", text).casefold().replace("ё", "е")
-    return _WORD.findall(text)
+    symbols = "".join(" " if unicodedata.category(character).startswith("S") else character for character in text)
+    return _WORD.findall(unicodedata.normalize("NFKC", symbols).casefold().replace("ё", "е"))
 
 
 @dataclass(frozen=True)
