@@ -7,12 +7,15 @@ the same way. Nothing here imports torch at module level: the runtime is passed 
 
 from __future__ import annotations
 
+import logging
 import time
+import weakref
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from django.conf import settings
 
-from describer import graphs, postprocess, prompts
+from describer import graphs, grounding, ocr, postprocess, prompts
 from describer.graph.text import complete_lines
 from describer.images import load_for_model
 from describer.models import Conversion, ConversionExample, Example
@@ -21,14 +24,69 @@ if TYPE_CHECKING:
     from describer.inference.runtime import DescriberRuntime
     from describer.progress import JobProgress
 
+log = logging.getLogger(__name__)
+
+
+class TextReader:
+    """The OCR stage: reads each job's image in a thread of its own, on the CPU, while the GPU
+    decodes; the job's result waits for it (normally long done). One thread: Tesseract is
+    single-threaded per image, and the worker's other CPU work (retrieval, post-processing)
+    keeps the second core."""
+
+    def __init__(self) -> None:
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: weakref.WeakKeyDictionary[Conversion, tuple[Future, dict]] = weakref.WeakKeyDictionary()
+
+    def start(self, job: Conversion, timings: dict) -> None:
+        if not settings.DESCRIBER_OCR:
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ocr")
+        future = self._pool.submit(
+            ocr.read_file, job.input_image.path, tessdata=settings.OCR_TESSDATA,
+            max_pixels=settings.OCR_MAX_PIXELS, language=job.language,
+        )  # fmt: skip
+        self._pending[job] = (future, timings)
+
+    def reading(self, job: Conversion) -> tuple[ocr.Reading | None, str]:
+        """The job's reading, or None and why not; records the stage's time in the job's timings:
+        ocr_s (its own), ocr_wait_s (what the job waited for it after the model had finished)."""
+        pending = self._pending.pop(job, None)
+        if pending is None:
+            return None, ""
+        future, timings = pending
+        started = time.monotonic()
+        try:
+            reading = future.result()
+        except Exception as error:  # noqa: BLE001 - the description is the product; OCR only checks it
+            log.warning("job %s: the image's text could not be read: %s", job.pk, error)
+            return None, str(error) or type(error).__name__
+        timings.update(ocr_s=reading.seconds, ocr_wait_s=round(time.monotonic() - started, 3))
+        return reading, ""
+
+    def keep(self, job: Conversion, reading: ocr.Reading | None, error: str) -> None:
+        """Put back a reading taken early (for the prompt), for the result to take again."""
+        if reading is None and not error:
+            return
+        future: Future = Future()
+        if reading is None:
+            future.set_exception(ocr.OcrUnavailable(error))
+        else:
+            future.set_result(reading)
+        self._pending[job] = (future, {})
+
 
 class Describe:
     kind = Conversion.Kind.DIAGRAM_TO_TEXT
 
+    def __init__(self) -> None:
+        self.reader = TextReader()
+
     def prepare(self, runtime: DescriberRuntime, job: Conversion, progress: JobProgress, timings: dict) -> list[dict]:
-        """Preprocessing and retrieval: the chat messages for the model."""
+        """Preprocessing (the OCR stage starts beside it) and retrieval: the chat messages for the model."""
         started = time.monotonic()
         progress.stage(Conversion.Stage.PREPROCESSING)
+        self.reader.start(job, timings)
         image = load_for_model(job.input_image.path, settings.DESCRIBER_MAX_PIXELS)
         timings["preprocessing_s"] = round(time.monotonic() - started, 3)
 
@@ -36,7 +94,17 @@ class Describe:
         started = time.monotonic()
         examples = retrieve(runtime, job, image)
         timings["retrieval_s"] = round(time.monotonic() - started, 3)
-        return prompts.describe_messages(image, [example.description for example in examples], job.language)
+        labels = self._labels_for_prompt(job)
+        return prompts.describe_messages(image, [example.description for example in examples], job.language, labels)
+
+    def _labels_for_prompt(self, job: Conversion) -> list[str]:
+        """With DESCRIBER_OCR_IN_PROMPT the prompt waits for the OCR stage; its reading is kept
+        for the result."""
+        if not (settings.DESCRIBER_OCR and settings.DESCRIBER_OCR_IN_PROMPT):
+            return []
+        reading, error = self.reader.reading(job)
+        self.reader.keep(job, reading, error)
+        return [label.text for label in reading.labels if grounding.is_label(label)] if reading else []
 
     def grammar(self, job: Conversion) -> str:
         return grammar_name(job.language)
@@ -51,7 +119,15 @@ class Describe:
         canonical = graphs.description_text(result.graph, job.language) if result.graph else text
         structure = postprocess.structure_description(canonical, job.language)
         fields = {"output_text": structure.to_markdown(), "output_structure": structure.as_dict(), **result.fields()}
+        fields.update(self._grounding(job, fields["output_structure"]))
         return fields, None
+
+    def _grounding(self, job: Conversion, structure: dict) -> dict:
+        reading, error = self.reader.reading(job)
+        if reading is None:
+            return {"ocr_reading": {"error": error}, "grounding": None, "coverage": None} if error else {}
+        coverage = grounding.measure(reading, structure)
+        return {"ocr_reading": reading.as_json(), "grounding": coverage.as_json(), "coverage": coverage.score}
 
 
 def grammar_name(language: str) -> str:

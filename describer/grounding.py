@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from describer.graph.text import WORDS
-from describer.ocr import Reading, words_of
+from describer.ocr import Reading, TextLabel, words_of
 
 LABEL_USED = 0.8
 STEP_GROUNDED = 0.5
@@ -119,9 +119,17 @@ def label_words(text: str) -> list[str]:
     return [word for word in words_of(text) if len(word) >= 2 or word.isdigit()]
 
 
-def is_label(text: str) -> bool:
-    """A reading worth accounting for: some word of two characters or more."""
-    return any(len(word) >= 2 for word in words_of(text))
+SHORT_LABEL_CONFIDENCE = 80.0
+
+
+def is_label(label: TextLabel) -> bool:
+    """A reading worth accounting for: a word of three characters or more, or a sure reading of
+    a two-letter one ("No", "Да"); a gateway's mark or an event's circle is often read as "Oo"."""
+    words = label_words(label.text)
+    if any(len(word) >= 3 for word in words):
+        return True
+    sure = all(word.confidence >= SHORT_LABEL_CONFIDENCE for word in label.words)
+    return sure and any(len(word) == 2 for word in words)
 
 
 def step_words(text: str) -> list[str]:
@@ -144,7 +152,7 @@ def measure(reading: Reading, structure: dict) -> Coverage:
     pictured = _Bag(words_of(reading.text))
     labels = [
         LabelCoverage(label.text, list(label.box), share_found(label_words(label.text), described) >= LABEL_USED)
-        for label in reading.labels if is_label(label.text)
+        for label in reading.labels if is_label(label)
     ]  # fmt: skip
     steps = []
     for step in structure.get("steps", []):

@@ -50,6 +50,9 @@ _FRESH_RUN = {
     "output_raw": "",
     "tokens_generated": 0,
     "cut_off": False,
+    "ocr_reading": None,
+    "grounding": None,
+    "coverage": None,
 }
 
 

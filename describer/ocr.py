@@ -114,12 +114,15 @@ class Reading:
 
 
 def tessdata_dir(configured: str = "") -> str:
-    for candidate in (configured, *TESSDATA_DIRS):
-        if candidate and all((Path(candidate) / f"{model}.traineddata").is_file() for model in LANGUAGES):
+    """The folder with eng and rus .traineddata: `configured` (OCR_TESSDATA) when set, else
+    where Debian's packages put them."""
+    candidates = (configured,) if configured else TESSDATA_DIRS
+    for candidate in candidates:
+        if all((Path(candidate) / f"{model}.traineddata").is_file() for model in LANGUAGES):
             return candidate
     raise OcrUnavailable(
         "Tesseract's English and Russian models were not found (looked in "
-        f"{', '.join(filter(None, (configured, *TESSDATA_DIRS)))}). Install the Debian packages "
+        f"{', '.join(candidates)}). Install the Debian packages "
         "tesseract-ocr-eng and tesseract-ocr-rus (scripts/install_tesseract.sh), or set OCR_TESSDATA."
     )
 
@@ -242,9 +245,9 @@ def find_lines(pixels: np.ndarray) -> tuple[list[tuple[Box, bool]], int]:
     rows = [box for box in _boxes(ndimage.binary_dilation(mask, structure=np.ones((thin, reach)))) if min(box[2], box[3]) >= 5]
     # A lane's name is a column of turned letters: smeared sideways it falls apart into pieces
     # a letter or two wide, smeared downwards it is tall and narrow.
-    columns = []
-    for column in _boxes(ndimage.binary_dilation(mask, structure=np.ones((reach, thin)))):
-        if column[3] > 2.5 * column[2] and column[3] >= 3 * letter and column[2] < 3.5 * letter:
+    columns = []  # (two turned lines side by side are one column: a lane's name in two lines)
+    for column in _boxes(ndimage.binary_dilation(mask, structure=np.ones((reach, max(thin, int(letter) // 2))))):
+        if column[3] > 2.5 * column[2] and column[3] >= 3 * letter and column[2] < 5 * letter:
             pieces = [row for row in rows if _inside(row, column)]
             if len(pieces) >= 2 and all(row[2] <= column[2] + reach for row in pieces):
                 columns.append(column)
@@ -395,4 +398,28 @@ def _continues(above: _Line, below: _Line, letter: int) -> bool:
     gap = by - (ay + ah)
     overlap = min(ax + aw, bx + bw) - max(ax, bx)
     centres = abs((ax + aw / 2) - (bx + bw / 2))
-    return -letter / 2 <= gap <= letter and overlap > 0 and centres <= max(aw, bw) / 2
+    return -letter / 2 <= gap <= max(letter, 0.9 * max(ah, bh)) and overlap > 0 and centres <= max(aw, bw) / 2
+
+
+def read_file(path: str, *, tessdata: str = "", max_pixels: int = 12_000_000, language: str = "") -> Reading:
+    """read_image on an uploaded file (already checked by describer.images); one larger than
+    `max_pixels` is read scaled down, its boxes given in the file's own pixels. `language`
+    ("en", "ru", "" for either) picks the model."""
+    with Image.open(path) as opened:  # stored upright: describer.images applied EXIF at upload
+        image = opened.convert("RGB")
+    factor = min(1.0, math.sqrt(max_pixels / (image.width * image.height)))
+    scaled = image.resize((round(image.width * factor), round(image.height * factor)), Image.LANCZOS) if factor < 1 else image
+    model = {code: model for model, code in LANGUAGES.items()}.get(language, "")
+    reading = read_image(scaled, tessdata=tessdata, model=model)
+    return _rescaled(reading, image.size, 1 / factor) if factor < 1 else reading
+
+
+def _rescaled(reading: Reading, size: tuple[int, int], factor: float) -> Reading:
+    def box(b: Box) -> Box:
+        return tuple(round(value * factor) for value in b)
+
+    labels = tuple(
+        TextLabel(label.text, box(label.box), tuple(Word(w.text, box(w.box), w.confidence) for w in label.words), label.vertical)
+        for label in reading.labels
+    )  # fmt: skip
+    return Reading(size[0], size[1], reading.language, reading.angle, labels, reading.seconds, reading.engine)

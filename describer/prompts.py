@@ -80,12 +80,26 @@ def examples_text(descriptions: Sequence[str]) -> str:
     return EXAMPLES_INTRO + "\n\n" + "\n\n".join(blocks)
 
 
-def describe_messages(image: Image.Image, example_descriptions: Sequence[str], language: str) -> list[dict]:
-    """Qwen2.5-VL chat messages for one diagram → text request."""
+def found_text(labels: Sequence[str]) -> str:
+    """The labels OCR read in the diagram, for the prompt (DESCRIBER_OCR_IN_PROMPT)."""
+    lines = "\n".join(f"- {label}" for label in labels)
+    return (
+        "Text found in the diagram by OCR, one label per line (it may contain reading errors; "
+        f"trust the image where they differ):\n{lines}"
+    )
+
+
+def describe_messages(
+    image: Image.Image, example_descriptions: Sequence[str], language: str, labels: Sequence[str] = ()
+) -> list[dict]:
+    """Qwen2.5-VL chat messages for one diagram → text request; `labels`, when given, are the
+    texts OCR found in the image."""
     user_content: list[dict] = []
     if example_descriptions:
         user_content.append({"type": "text", "text": examples_text(example_descriptions)})
     user_content.append({"type": "image", "image": image})
+    if labels:
+        user_content.append({"type": "text", "text": found_text(labels)})
     user_content.append({"type": "text", "text": DESCRIBE_REQUEST})
     return [
         {"role": "system", "content": [{"type": "text", "text": describe_system_prompt(language)}]},

@@ -264,6 +264,12 @@ DESCRIBER_POLL_SECONDS = envfloat("DESCRIBER_POLL_SECONDS", 5)
 DESCRIBER_CUDA_GRAPHS = envbool("DESCRIBER_CUDA_GRAPHS", True)
 # Decoding constrained to the grammar of each kind's answer (describer/graph/grammar.py).
 DESCRIBER_CONSTRAINED = envbool("DESCRIBER_CONSTRAINED", True)
+# Reading the diagram's own text (Tesseract) beside the GPU work, to measure how the description
+# covers it; with OCR_IN_PROMPT the labels found also go into the describer's prompt.
+DESCRIBER_OCR = envbool("DESCRIBER_OCR", True)
+DESCRIBER_OCR_IN_PROMPT = envbool("DESCRIBER_OCR_IN_PROMPT", False)
+OCR_TESSDATA = envstr("OCR_TESSDATA", "")  # "" = Debian's tesseract-ocr-eng/-rus location
+OCR_MAX_PIXELS = envint("OCR_MAX_PIXELS", 12_000_000)  # larger images are read scaled down
 DESCRIBER_STREAM_INTERVAL_MS = envint("DESCRIBER_STREAM_INTERVAL_MS", 100)
 # Every job a worker holds, and the worker itself, report this often (describer/worker.py).
 DESCRIBER_HEARTBEAT_S = envfloat("DESCRIBER_HEARTBEAT_S", 10)
