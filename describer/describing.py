@@ -104,7 +104,7 @@ class Describe:
             return []
         reading, error = self.reader.reading(job)
         self.reader.keep(job, reading, error)
-        return [label.text for label in reading.labels if grounding.is_label(label)] if reading else []
+        return ocr_labels(reading)
 
     def grammar(self, job: Conversion) -> str:
         return grammar_name(job.language)
@@ -116,8 +116,7 @@ class Describe:
         answer cut off at the length limit gives the graph of its complete lines."""
         text = answer_text(text, cut_off=cut_off)
         result = graphs.from_description(text, job.language)
-        canonical = graphs.description_text(result.graph, job.language) if result.graph else text
-        structure = postprocess.structure_description(canonical, job.language)
+        structure = structured(text, result, job.language)
         fields = {"output_text": structure.to_markdown(), "output_structure": structure.as_dict(), **result.fields()}
         fields.update(self._grounding(job, fields["output_structure"]))
         return fields, None
@@ -128,6 +127,18 @@ class Describe:
             return {"ocr_reading": {"error": error}, "grounding": None, "coverage": None} if error else {}
         coverage = grounding.measure(reading, structure)
         return {"ocr_reading": reading.as_json(), "grounding": coverage.as_json(), "coverage": coverage.score}
+
+
+def structured(text: str, result: graphs.GraphResult, language: str) -> postprocess.StructuredDescription:
+    """The description as shown: rendered from its graph (so text and graph agree), or without a
+    graph the text structured leniently as it stands."""
+    canonical = graphs.description_text(result.graph, language) if result.graph else text
+    return postprocess.structure_description(canonical, language)
+
+
+def ocr_labels(reading: ocr.Reading | None) -> list[str]:
+    """The labels of a reading that go into the prompt (DESCRIBER_OCR_IN_PROMPT)."""
+    return [label.text for label in reading.labels if grounding.is_label(label)] if reading else []
 
 
 def grammar_name(language: str) -> str:

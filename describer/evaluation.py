@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import statistics
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -20,8 +21,8 @@ from pathlib import Path
 
 from django.conf import settings
 
-from describer import graphs, prompts
-from describer.describing import grammar_name, nearest_examples
+from describer import graphs, grounding, ocr, prompts
+from describer.describing import grammar_name, nearest_examples, ocr_labels, structured
 from describer.graph.metrics import Scores, aggregate, score
 from describer.graph.model import ProcessGraph
 from describer.graph.text import IMPLIED_START_ID, STEP_LINE
@@ -55,6 +56,8 @@ class ItemResult:
     leaked: bool = False  # its own image is a retrieval example
     seconds: float = 0.0
     problems: list[str] = field(default_factory=list)
+    coverage: float | None = None  # the reference-free score (describer/grounding.py); None: OCR off
+    ocr_seconds: float | None = None
 
 
 def load_items(directory: Path, *, split: str = "all", limit: int | None = None) -> list[Item]:
@@ -86,8 +89,12 @@ def _evaluate_item(runtime, item: Item, predict: str, leaked_hashes: set[str]) -
     started = time.monotonic()
     result = ItemResult(item.name, item.buckets, parsed=False, scores=None)
     result.leaked = item.image_sha256() in leaked_hashes
-    text = item.canonical_text if predict == "canonical" else _describe(runtime, item, result)
+    found = _read_text(item, result)
+    text = item.canonical_text if predict == "canonical" else _describe(runtime, item, result, found)
     reading = graphs.from_description(text, item.truth.language)
+    if found is not None:
+        description = structured(text, reading, item.truth.language).as_dict()
+        result.coverage = grounding.measure(found, description).score
     result.problems = reading.notes.get("problems", [])
     result.parsed = parsed(text, reading)
     if reading.graph is not None:
@@ -105,7 +112,16 @@ def parsed(text: str, reading: graphs.GraphResult) -> bool:
     return any(STEP_LINE.match(line) for line in text.splitlines())
 
 
-def _describe(runtime, item: Item, result: ItemResult) -> str:
+def _read_text(item: Item, result: ItemResult) -> ocr.Reading | None:
+    """The image's text as the worker reads it (DESCRIBER_OCR), for the coverage score."""
+    if not settings.DESCRIBER_OCR:
+        return None
+    found = ocr.read_file(str(item.image), tessdata=settings.OCR_TESSDATA, max_pixels=settings.OCR_MAX_PIXELS)
+    result.ocr_seconds = found.seconds
+    return found
+
+
+def _describe(runtime, item: Item, result: ItemResult, found: ocr.Reading | None = None) -> str:
     """The worker's pipeline for one image, without a job row: the same preprocessing,
     retrieval, prompt and generation (describer/describing.py and the runtime)."""
     from describer.inference.runtime import GenerationRequest  # the worker's side: imports torch
@@ -116,7 +132,10 @@ def _describe(runtime, item: Item, result: ItemResult) -> str:
     result.retrieved_same_kind = sum(_same_kind(example, item) for example in examples)
     language = item.truth.language if item.truth.language in ("en", "ru") else ""
     request = GenerationRequest(
-        messages=prompts.describe_messages(image, [example.description for example in examples], language),
+        messages=prompts.describe_messages(
+            image, [example.description for example in examples], language,
+            ocr_labels(found) if settings.DESCRIBER_OCR_IN_PROMPT else (),
+        ),  # fmt: skip
         max_new_tokens=settings.DESCRIBER_MAX_NEW_TOKENS,
         min_new_tokens=settings.DESCRIBER_MIN_NEW_TOKENS,
         grammar=grammar_name(language) if settings.DESCRIBER_CONSTRAINED else None,
@@ -160,8 +179,32 @@ def _summary(results: list[ItemResult]) -> dict:
         "retrieved_same_type_and_language": round(sum(r.retrieved_same_kind for r in results) / retrieved, 4)
         if retrieved else None,
         "seconds_per_item": round(sum(result.seconds for result in results) / len(results), 3),
+        **_coverage_summary(results),
     }  # fmt: skip
     return summary
+
+
+CORRELATED = ("node_f1", "edge_f1", "triple_f1_relaxed")
+
+
+def _coverage_summary(results: list[ItemResult]) -> dict:
+    """The mean coverage, and its Pearson correlation over the items with each ground-truth metric
+    (an unparsed item scores 0 on them): how far the reference-free score can stand in for them."""
+    measured = [result for result in results if result.coverage is not None]
+    if not measured:
+        return {}
+    figures = {"coverage": round(statistics.fmean(result.coverage for result in measured), 4)}
+    for metric in CORRELATED:
+        truth = [getattr(result.scores, metric) if result.parsed and result.scores else 0.0 for result in measured]
+        figures[f"coverage_r_{metric}"] = pearson([result.coverage for result in measured], truth)
+    return figures
+
+
+def pearson(xs: list[float], ys: list[float]) -> float | None:
+    """Pearson's r; None for fewer than two items or a constant series (r is undefined)."""
+    if len(xs) < 2 or len(set(xs)) < 2 or len(set(ys)) < 2:
+        return None
+    return round(statistics.correlation(xs, ys), 4)
 
 
 def _mean_with_zeros(mean: float | None, parsed: int, total: int) -> float:
@@ -170,7 +213,8 @@ def _mean_with_zeros(mean: float | None, parsed: int, total: int) -> float:
 
 METRICS = tuple(f.name for f in dataclasses.fields(Scores) if f.type == "float")
 TABLE_COLUMNS = ("items", "parse_rate", "node_f1", "edge_f1", "triple_f1_strict", "triple_f1_relaxed",
-                 "graph_edit_similarity", "retrieved_same_type_and_language")  # fmt: skip
+                 "graph_edit_similarity", "retrieved_same_type_and_language", "coverage",
+                 "coverage_r_node_f1", "coverage_r_edge_f1")  # fmt: skip
 
 
 def table(summary: dict) -> str:

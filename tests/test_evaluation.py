@@ -104,3 +104,52 @@ def test_parse_success_means_the_asked_for_layout(text, expected):
     from describer import graphs
 
     assert evaluation.parsed(text, graphs.from_description(text)) is expected
+
+
+def test_pearson_by_hand():
+    # x = 1, 2, 3; y = 1, 2, 4: Σdxdy = 3, Σdx² = 2, Σdy² = 42/9, r = 3 / √(2 · 42/9) = 0.9820
+    assert evaluation.pearson([1, 2, 3], [1, 2, 4]) == 0.982
+    # y = 4, 2, 1: dy = 5/3, -1/3, -4/3, Σdxdy = -3, Σdy² = 42/9: r = -0.9820
+    assert evaluation.pearson([1, 2, 3], [4, 2, 1]) == -0.982
+    assert evaluation.pearson([0.5, 0.5], [0.1, 0.9]) is None  # constant: undefined
+    assert evaluation.pearson([0.5], [0.1]) is None
+
+
+def test_the_summary_correlates_coverage_with_the_ground_truth_metrics():
+    from describer.graph.metrics import Scores
+
+    def result(coverage, node_f1, parsed=True):
+        counts = dict.fromkeys(("true_nodes", "predicted_nodes", "matched_nodes", "true_edges", "predicted_edges", "matched_edges"), 1)
+        scores = Scores(**counts, **{name: node_f1 for name in evaluation.METRICS}) if parsed else None
+        return evaluation.ItemResult("x", {}, parsed, scores, coverage=coverage)
+
+    figures = evaluation.summarise([result(1.0, 1.0), result(2.0, 2.0), result(3.0, 4.0), result(None, 0.5)])["overall"]
+    assert figures["coverage"] == 2.0  # the item without a reading is left out
+    assert figures["coverage_r_node_f1"] == 0.982 and figures["coverage_r_edge_f1"] == 0.982
+
+
+@pytest.fixture
+def drawn_set(tmp_path):
+    """Two items whose images are their graphs drawn by Pillow: Tesseract reads real labels."""
+    from describer.graph.images import render_png
+
+    entries = []
+    for index in (1, 5):
+        plan = plan_item(3, index)
+        (tmp_path / f"{plan.name}.json").write_text(plan.graph.model_dump_json(), encoding="utf-8")
+        (tmp_path / f"{plan.name}.txt").write_text(plan.text, encoding="utf-8")
+        entry = manifest_entry(plan) | {"image": f"{plan.name}.png", "split": "test"}
+        (tmp_path / entry["image"]).write_bytes(render_png(plan.graph, scale=1.5))
+        entries.append(entry)
+    (tmp_path / "manifest.json").write_text(json.dumps({"items": entries}), encoding="utf-8")
+    return tmp_path
+
+
+@pytest.mark.django_db
+def test_evaluate_reports_coverage_beside_the_ground_truth(drawn_set, tmp_path, capsys):
+    out = tmp_path / "scores.json"
+    call_command("evaluate", str(drawn_set), "--predict", "canonical", "--json", str(out))
+    data = json.loads(out.read_text())
+    assert data["summary"]["overall"]["coverage"] >= 0.95
+    assert all(item["coverage"] >= 0.95 and item["ocr_seconds"] > 0 for item in data["items"])
+    assert "coverage" in capsys.readouterr().out

@@ -14,7 +14,9 @@ def coverage_of(conversion) -> dict | None:
     if not grounding:
         return None
     # Each label keeps its index: the steps' "labels" and the boxes' data-label point at it.
-    labels = [{**label, "index": index} for index, label in enumerate(grounding.get("labels", []))]
+    labels = [
+        {**label, "index": index, "rect": _padded(label["box"])} for index, label in enumerate(grounding.get("labels", []))
+    ]
     steps = grounding.get("steps", [])
     return {
         "percent": percent(grounding.get("score")),
@@ -27,6 +29,13 @@ def coverage_of(conversion) -> dict | None:
         "omissions": [label for label in labels if not label.get("used")],
         "inventions": [step for step in steps if not step.get("grounded")],
     }
+
+
+def _padded(box: list[float]) -> list[float]:
+    """OCR boxes hug the letters: a little room around them keeps the outline off the text."""
+    x, y, width, height = box
+    pad = max(2, round(height * 0.2))
+    return [x - pad, y - pad, width + 2 * pad, height + 2 * pad]
 
 
 @register.filter
