@@ -38,11 +38,13 @@ RUN groupadd --gid 1000 app \
 WORKDIR /app
 
 # DejaVu Sans: the font of the PNG and SVG exports drawn on the server (Cyrillic included),
-# Symbola for the emoji and symbols DejaVu lacks; `make test` installs the same packages
-# (scripts/install_chromium.sh).
+# Symbola for the emoji and symbols DejaVu lacks; Tesseract's English and Russian models for
+# the worker's OCR stage (tesserocr brings libtesseract, not the models). `make test` installs
+# the same packages (scripts/install_chromium.sh, scripts/install_tesseract.sh).
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends fonts-dejavu-core fonts-symbola \
+       tesseract-ocr tesseract-ocr-eng tesseract-ocr-rus \
     && rm -rf /var/lib/apt/lists/*
 
 # torch first and pinned, in its own layer: several GB that change rarely.

@@ -25,6 +25,7 @@ system-deps:
 	bash scripts/ensure_services.sh
 	bash scripts/install_pgvector.sh
 	bash scripts/install_chromium.sh
+	bash scripts/install_tesseract.sh
 
 compose-check:
 	bash scripts/check_compose.sh

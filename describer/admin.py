@@ -175,7 +175,7 @@ class WorkerAdmin(admin.ModelAdmin):
 
 @admin.register(Conversion)
 class ConversionAdmin(admin.ModelAdmin):
-    list_display = ["__str__", "owner", "kind", "status", "stage", "attempts", "created_at", "finished_at"]
+    list_display = ["__str__", "owner", "kind", "status", "stage", "coverage_percent", "attempts", "created_at", "finished_at"]
     list_filter = ["kind", "status", "stage", "cut_off", "created_at"]
     search_fields = ["id", "title", "original_filename", "owner__username"]
     date_hierarchy = "created_at"
@@ -183,6 +183,10 @@ class ConversionAdmin(admin.ModelAdmin):
 
     def get_readonly_fields(self, request, obj=None):
         return [field.name for field in self.model._meta.fields]
+
+    @admin.display(description=_("coverage"), ordering="coverage")
+    def coverage_percent(self, obj: Conversion) -> str:
+        return "–" if obj.coverage is None else f"{obj.coverage:.0%}"
 
     def has_add_permission(self, request) -> bool:
         return False

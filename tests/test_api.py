@@ -381,3 +381,13 @@ def test_every_api_url_is_closed_to_anonymous_callers(client):
             response = getattr(client, method)(url)
             assert response.status_code in (401, 404, 405), (method, url, response.status_code)
             assert response["Content-Type"] == PROBLEM, (method, url)
+
+
+@pytest.mark.django_db
+def test_a_conversion_returns_its_coverage_and_grounding(api, make_conversion):
+    detail = {"score": 0.8, "label_recall": 1.0, "step_precision": 0.6667, "labels": [], "steps": []}
+    conversion = make_conversion(status=Conversion.Status.DONE, coverage=0.8, grounding=detail)
+    data = api.get(f"/conversions/{conversion.pk}").json()
+    assert data["coverage"] == 0.8 and data["grounding"]["step_precision"] == 0.6667
+    bare = make_conversion(kind=Conversion.Kind.TEXT_TO_DIAGRAM, input_text="x")
+    assert api.get(f"/conversions/{bare.pk}").json()["coverage"] is None

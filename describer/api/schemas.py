@@ -95,6 +95,15 @@ class ConversionOut(Schema):
         description="The answer stopped at DESCRIBER_MAX_NEW_TOKENS instead of ending: the graph, description "
         "and drawing hold what was complete by then (output_raw has all of it)."
     )
+    coverage: float | None = Field(
+        None, description="How the description covers the diagram's own text read by OCR (0–1): the harmonic mean "
+        "of the share of the image's labels it uses and the share of its steps found in the image; null when not "
+        "measured (a drawing, OCR off or unavailable)."
+    )
+    grounding: dict[str, Any] | None = Field(
+        None, description="The coverage in detail: `labels` [{text, box [x, y, w, h] in the image's pixels, used, "
+        "steps}], `steps` [{number, text, grounded, labels}], label_recall, step_precision."
+    )
     timings: dict[str, int | float | None] = Field(
         description="Seconds: queue_wait_s, preprocessing_s, retrieval_s, first_token_s, generation_s; "
         "tokens and tokens_per_s."
