@@ -14,9 +14,8 @@ def coverage_of(conversion) -> dict | None:
     if not grounding:
         return None
     # Each label keeps its index: the steps' "labels" and the boxes' data-label point at it.
-    labels = [
-        {**label, "index": index, "rect": _padded(label["box"])} for index, label in enumerate(grounding.get("labels", []))
-    ]
+    labels = [{**label, "index": index, "rect": _padded(label["box"])}
+              for index, label in enumerate(grounding.get("labels", []))]  # fmt: skip
     steps = grounding.get("steps", [])
     return {
         "percent": percent(grounding.get("score")),
