@@ -5,6 +5,9 @@ against the true graph with describer/graph/metrics.py.
 `evaluate_set(runtime, items)` takes a loaded runtime (the worker's, or one a command loads),
 so it runs without pages and without the queue. With `predict=canonical` the item's own
 canonical description stands in for the model: the harness's self-check (≈ 1.0 by construction).
+With `predict=perturbed` it stands in with known mistakes (steps left out, steps invented; see
+`perturbed_graph`): answers of every quality, to see how the reference-free coverage score
+tracks the ground-truth metrics without a model's weights.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import random
 import statistics
 import time
 from collections import defaultdict
@@ -24,8 +28,8 @@ from django.conf import settings
 from describer import graphs, grounding, ocr, prompts
 from describer.describing import grammar_name, nearest_examples, ocr_labels, structured
 from describer.graph.metrics import Scores, aggregate, score
-from describer.graph.model import ProcessGraph
-from describer.graph.text import IMPLIED_START_ID, STEP_LINE
+from describer.graph.model import Edge, Node, NodeKind, ProcessGraph
+from describer.graph.text import IMPLIED_START_ID, STEP_LINE, render_text
 from describer.images import load_for_model
 from describer.models import Example
 
@@ -90,7 +94,12 @@ def _evaluate_item(runtime, item: Item, predict: str, leaked_hashes: set[str]) -
     result = ItemResult(item.name, item.buckets, parsed=False, scores=None)
     result.leaked = item.image_sha256() in leaked_hashes
     found = _read_text(item, result)
-    text = item.canonical_text if predict == "canonical" else _describe(runtime, item, result, found)
+    if predict == "canonical":
+        text = item.canonical_text
+    elif predict == "perturbed":
+        text = render_text(perturbed_graph(item.truth, random.Random(f"perturbed:{item.name}")), item.truth.language)
+    else:
+        text = _describe(runtime, item, result, found)
     reading = graphs.from_description(text, item.truth.language)
     if found is not None:
         description = structured(text, reading, item.truth.language).as_dict()
@@ -101,6 +110,45 @@ def _evaluate_item(runtime, item: Item, predict: str, leaked_hashes: set[str]) -
         result.scores = score(item.truth, reading.graph)
     result.seconds = round(time.monotonic() - started, 3)
     return result
+
+
+# Steps no diagram of the sets has: what a model that makes things up might add.
+INVENTED_STEPS = {
+    "en": ("Notify the tax office", "Print a paper copy for the archive", "Call the regional director",
+           "Ask the auditor for a second opinion", "Translate the form into French"),
+    "ru": ("Уведомить налоговую инспекцию", "Распечатать бумажную копию для архива", "Позвонить региональному директору",
+           "Запросить второе мнение аудитора", "Перевести анкету на французский"),
+}  # fmt: skip
+DROP_SHARES = (0.0, 0.1, 0.2, 0.35, 0.5)
+
+
+def perturbed_graph(truth: ProcessGraph, rng: random.Random) -> ProcessGraph:
+    """The true graph with a random share of its tasks and events left out (their neighbours
+    joined) and 0–3 invented tasks put in after others: a wrong answer of known wrongness."""
+    droppable = [node for node in truth.nodes if node.kind in (NodeKind.TASK, NodeKind.EVENT, NodeKind.SUBPROCESS)]
+    dropped = {node.id for node in rng.sample(droppable, round(len(droppable) * rng.choice(DROP_SHARES)))}
+    edges = list(truth.edges)
+    for node_id in dropped:
+        into = [edge for edge in edges if edge.target == node_id]
+        out = [edge for edge in edges if edge.source == node_id]
+        edges = [edge for edge in edges if node_id not in (edge.source, edge.target)]
+        for before in into:
+            for after in out:
+                if before.source != after.target and not any(e.source == before.source and e.target == after.target for e in edges):
+                    edges.append(Edge(source=before.source, target=after.target, label=before.label))
+    nodes = [node for node in truth.nodes if node.id not in dropped]
+    phrases = list(INVENTED_STEPS.get(truth.language, INVENTED_STEPS["en"]))
+    rng.shuffle(phrases)
+    for index in range(rng.choice((0, 0, 1, 2, 3))):
+        hosts = [node for node in nodes if node.kind == NodeKind.TASK and sum(e.source == node.id for e in edges) == 1]
+        if not hosts:
+            break
+        host = rng.choice(hosts)
+        invented = Node(id=f"invented_{index}", kind=NodeKind.TASK, label=phrases[index], lane=host.lane)
+        nodes.insert(nodes.index(host) + 1, invented)
+        edges = [Edge(source=invented.id, target=e.target, label="") if e.source == host.id else e for e in edges]
+        edges.append(Edge(source=host.id, target=invented.id, label=""))
+    return truth.model_copy(update={"nodes": nodes, "edges": edges})
 
 
 def parsed(text: str, reading: graphs.GraphResult) -> bool:

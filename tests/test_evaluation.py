@@ -153,3 +153,39 @@ def test_evaluate_reports_coverage_beside_the_ground_truth(drawn_set, tmp_path, 
     assert data["summary"]["overall"]["coverage"] >= 0.95
     assert all(item["coverage"] >= 0.95 and item["ocr_seconds"] > 0 for item in data["items"])
     assert "coverage" in capsys.readouterr().out
+
+
+def test_a_perturbed_answer_leaves_out_and_invents_what_it_says():
+    import random
+
+    from describer.graph.text import read_text, render_text
+
+    truth = plan_item(3, 2).graph
+    for seed in range(6):
+        wrong = evaluation.perturbed_graph(truth, random.Random(seed))
+        kept = {node.id for node in wrong.nodes}
+        invented = [node for node in wrong.nodes if node.id.startswith("invented_")]
+        assert all(node.label in evaluation.INVENTED_STEPS[truth.language] for node in invented)
+        assert all(edge.source in kept and edge.target in kept for edge in wrong.edges)
+        # what it left out and invented is what node F1 counts against it
+        scores = score(truth, read_text(render_text(wrong, truth.language), truth.language).graph)
+        missing = len(truth.nodes) - (len(wrong.nodes) - len(invented))
+        assert scores.true_nodes == len(truth.nodes) and scores.matched_nodes == len(truth.nodes) - missing
+
+
+@pytest.mark.django_db
+def test_on_perturbed_answers_coverage_follows_node_f1(drawn_set, tmp_path):
+    from describer.graph.images import render_png
+
+    manifest = json.loads((drawn_set / "manifest.json").read_text())
+    for index in (2, 3, 4, 6, 7, 9):  # eight items in all
+        plan = plan_item(3, index)
+        (drawn_set / f"{plan.name}.json").write_text(plan.graph.model_dump_json(), encoding="utf-8")
+        (drawn_set / f"{plan.name}.txt").write_text(plan.text, encoding="utf-8")
+        (drawn_set / f"{plan.name}.png").write_bytes(render_png(plan.graph, scale=1.5))
+        manifest["items"].append(manifest_entry(plan) | {"image": f"{plan.name}.png", "split": "test"})
+    (drawn_set / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    results = evaluation.evaluate_set(None, evaluation.load_items(drawn_set), predict="perturbed")
+    overall = evaluation.summarise(results)["overall"]
+    assert overall["items"] == 8 and overall["node_f1"] < 0.95  # the answers are wrong, by different amounts
+    assert overall["coverage_r_node_f1"] > 0.6

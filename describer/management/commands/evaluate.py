@@ -1,4 +1,4 @@
-"""`manage.py evaluate DIR [--limit N] [--json OUT] [--split S] [--predict model|canonical]`:
+"""`manage.py evaluate DIR [--limit N] [--json OUT] [--split S] [--predict model|canonical|perturbed]`:
 the describer's real pipeline on a set made by `make_diagram_set`, scored against its ground
 truth (describer/evaluation.py). The models load as in the worker (DESCRIBER_MODEL, CLIP_MODEL)."""
 
@@ -22,8 +22,8 @@ class Command(BaseCommand):
         parser.add_argument("--json", dest="json_path", type=Path, default=None, help="Write every item's scores and the summary here.")
         parser.add_argument("--split", default="test", choices=["train", "validation", "test", "all"],
                             help="Which split of the set to score (default: test).")
-        parser.add_argument("--predict", default="model", choices=["model", "canonical"],
-                            help="canonical: score the items' own descriptions (the harness's self-check).")
+        parser.add_argument("--predict", default="model", choices=["model", "canonical", "perturbed"],
+                            help="canonical: score the items' own descriptions (the harness's self-check); perturbed: the same with steps left out and invented (to see how coverage tracks the metrics).")
 
     def handle(self, *args, directory: Path, limit, json_path: Path | None, split: str, predict: str, **options):
         if not (directory / "manifest.json").exists():
