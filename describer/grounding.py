@@ -6,7 +6,8 @@ The reference-free faithfulness score of arXiv 2602.13376: recall of the diagram
 in the output, with a precision side. Here:
 
 - a label is *used* when at least 80 % of its words are among the description's words (its
-  title, participants, steps, conditions and end states);
+  title, participants, steps, conditions and end states); a bare "Start" or "End" is used by
+  any description with steps (the layout makes a start and an end implicit);
 - a step is *grounded* when at least half of its own words (leaving out the few the layout
   itself adds, such as "Start:", and common short words) are among the picture's words;
 - label recall = used labels / labels; step precision = grounded steps / steps;
@@ -145,13 +146,20 @@ def description_words(structure: dict) -> list[str]:
     return words_of(" ".join(parts))
 
 
+def _used(words: list[str], described: _Bag, has_steps: bool) -> bool:
+    if has_steps and words and all(word in LAYOUT_WORDS for word in words):
+        return True
+    return share_found(words, described) >= LABEL_USED
+
+
 def measure(reading: Reading, structure: dict) -> Coverage:
     """How well the structured description (StructuredDescription.as_dict()) covers the labels
     of `reading`, and each step's grounding in it."""
     described = _Bag(description_words(structure))
     pictured = _Bag(words_of(reading.text))
+    has_steps = bool(structure.get("steps"))
     labels = [
-        LabelCoverage(label.text, list(label.box), share_found(label_words(label.text), described) >= LABEL_USED)
+        LabelCoverage(label.text, list(label.box), _used(label_words(label.text), described, has_steps))
         for label in reading.labels if is_label(label)
     ]  # fmt: skip
     steps = []

@@ -83,6 +83,12 @@ def test_words_split_by_the_reading_or_the_drawing_are_joined():
     assert coverage.score == 1.0
 
 
+def test_a_bare_start_or_end_is_implied_by_the_layout():
+    reading = reading_of(("Start", (0, 0, 5, 5)), ("Конец", (0, 0, 5, 5)), ("Pack it", (0, 0, 5, 5)))
+    assert grounding.measure(reading, structure("Pack it", title="")).label_recall == 1.0
+    assert grounding.measure(reading, {**structure("x"), "steps": []}).label_recall == 0.0
+
+
 def test_lone_marks_read_as_text_are_not_labels():
     reading = reading_of(("x", (0, 0, 5, 5)), ("f™", (0, 0, 5, 5)), ("4", (0, 0, 5, 5)), ("Pack", (0, 0, 5, 5)), ("No", (0, 0, 5, 5)))
     unsure = ocr.TextLabel("Oo", (0, 0, 5, 5), (ocr.Word("Oo", (0, 0, 5, 5), 61.0),))
