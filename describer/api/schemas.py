@@ -105,7 +105,7 @@ class ConversionOut(Schema):
         "steps}], `steps` [{number, text, grounded, labels}], label_recall, step_precision."
     )
     timings: dict[str, int | float | None] = Field(
-        description="Seconds: queue_wait_s, preprocessing_s, retrieval_s, first_token_s, generation_s; "
+        description="Seconds: queue_wait_s, preprocessing_s, retrieval_s, first_token_s, generation_s, ocr_s (reading the image's text, beside the model), ocr_wait_s; "
         "tokens and tokens_per_s."
     )
     examples_used: list[ExampleUsedOut] = Field(description="The curated examples given to the model as context.")
