@@ -57,7 +57,7 @@ class OcrUnavailable(RuntimeError):
 
 def words_of(text: str) -> list[str]:
     """The words of a text as the matching compares them: case folded, ё as е, digits apart
-    from letters ("в1С" and "в 1С" are the same three words)."""
+    from letters ("в1С" and "в 1С" are the same three words); symbols such as "™" are no words."""
     symbols = "".join(" " if unicodedata.category(character).startswith("S") else character for character in text)
     return _WORD.findall(unicodedata.normalize("NFKC", symbols).casefold().replace("ё", "е"))
 
@@ -100,14 +100,6 @@ class Reading:
             for word in label["words"]:
                 word["box"] = list(word["box"])
         return data
-
-    @classmethod
-    def from_json(cls, data: dict) -> Reading:
-        labels = tuple(
-            TextLabel(label["text"], tuple(label["box"]), tuple(Word(w["text"], tuple(w["box"]), w["confidence"]) for w in label["words"]), label.get("vertical", False))
-            for label in data.get("labels", [])
-        )  # fmt: skip
-        return cls(data["width"], data["height"], data["language"], data["angle"], labels, data["seconds"], data.get("engine", ""))
 
 
 # ---------------------------------------------------------------- Tesseract

@@ -42,18 +42,22 @@ def test_the_starter_sets_texts_score_at_least_0_99_against_their_drawings():
     assert means["node_f1"] >= 0.99 and means["edge_f1"] >= 0.99 and means["graph_edit_similarity"] >= 0.99
 
 
+def write_set(folder, plans, image_of) -> None:
+    """Items in make_diagram_set's layout, each image from `image_of(index, plan)`."""
+    entries = []
+    for index, plan in plans:
+        (folder / f"{plan.name}.json").write_text(plan.graph.model_dump_json(), encoding="utf-8")
+        (folder / f"{plan.name}.txt").write_text(plan.text, encoding="utf-8")
+        entry = manifest_entry(plan) | {"image": f"{plan.name}.png", "split": "test"}
+        (folder / entry["image"]).write_bytes(image_of(index, plan))
+        entries.append(entry)
+    (folder / "manifest.json").write_text(json.dumps({"items": entries}), encoding="utf-8")
+
+
 @pytest.fixture
 def small_set(tmp_path):
     """Three items in make_diagram_set's layout (images drawn by Pillow: the harness, not the drawing, is tested)."""
-    entries = []
-    for index in range(3):
-        plan = plan_item(11, index)
-        (tmp_path / f"{plan.name}.json").write_text(plan.graph.model_dump_json(), encoding="utf-8")
-        (tmp_path / f"{plan.name}.txt").write_text(plan.text, encoding="utf-8")
-        entry = manifest_entry(plan) | {"image": f"{plan.name}.png", "split": "test"}
-        (tmp_path / entry["image"]).write_bytes(diagram_png(text=f"Item {index}"))
-        entries.append(entry)
-    (tmp_path / "manifest.json").write_text(json.dumps({"items": entries}), encoding="utf-8")
+    write_set(tmp_path, [(index, plan_item(11, index)) for index in range(3)], lambda index, _: diagram_png(text=f"Item {index}"))
     return tmp_path
 
 
@@ -128,20 +132,16 @@ def test_the_summary_correlates_coverage_with_the_ground_truth_metrics():
     assert figures["coverage_r_node_f1"] == 0.982 and figures["coverage_r_edge_f1"] == 0.982
 
 
+def drawn(indexes) -> tuple[list, object]:
+    from describer.graph.images import render_png
+
+    return [(index, plan_item(3, index)) for index in indexes], lambda _, plan: render_png(plan.graph, scale=1.5)
+
+
 @pytest.fixture
 def drawn_set(tmp_path):
     """Two items whose images are their graphs drawn by Pillow: Tesseract reads real labels."""
-    from describer.graph.images import render_png
-
-    entries = []
-    for index in (1, 5):
-        plan = plan_item(3, index)
-        (tmp_path / f"{plan.name}.json").write_text(plan.graph.model_dump_json(), encoding="utf-8")
-        (tmp_path / f"{plan.name}.txt").write_text(plan.text, encoding="utf-8")
-        entry = manifest_entry(plan) | {"image": f"{plan.name}.png", "split": "test"}
-        (tmp_path / entry["image"]).write_bytes(render_png(plan.graph, scale=1.5))
-        entries.append(entry)
-    (tmp_path / "manifest.json").write_text(json.dumps({"items": entries}), encoding="utf-8")
+    write_set(tmp_path, *drawn((1, 5)))
     return tmp_path
 
 
@@ -174,18 +174,9 @@ def test_a_perturbed_answer_leaves_out_and_invents_what_it_says():
 
 
 @pytest.mark.django_db
-def test_on_perturbed_answers_coverage_follows_node_f1(drawn_set, tmp_path):
-    from describer.graph.images import render_png
-
-    manifest = json.loads((drawn_set / "manifest.json").read_text())
-    for index in (2, 3, 4, 6, 7, 9):  # eight items in all
-        plan = plan_item(3, index)
-        (drawn_set / f"{plan.name}.json").write_text(plan.graph.model_dump_json(), encoding="utf-8")
-        (drawn_set / f"{plan.name}.txt").write_text(plan.text, encoding="utf-8")
-        (drawn_set / f"{plan.name}.png").write_bytes(render_png(plan.graph, scale=1.5))
-        manifest["items"].append(manifest_entry(plan) | {"image": f"{plan.name}.png", "split": "test"})
-    (drawn_set / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
-    results = evaluation.evaluate_set(None, evaluation.load_items(drawn_set), predict="perturbed")
+def test_on_perturbed_answers_coverage_follows_node_f1(tmp_path):
+    write_set(tmp_path, *drawn((1, 5, 2, 3, 4, 6, 7, 9)))
+    results = evaluation.evaluate_set(None, evaluation.load_items(tmp_path), predict="perturbed")
     overall = evaluation.summarise(results)["overall"]
     assert overall["items"] == 8 and overall["node_f1"] < 0.95  # the answers are wrong, by different amounts
     assert overall["coverage_r_node_f1"] > 0.6
