@@ -112,6 +112,30 @@ def report(name: str, figures: dict) -> None:
               f"   ({a['found']}/{a['labels']} vs {b['found']}/{b['labels']} labels, {a['images']} images)")
 
 
+def beside_the_decoder(image: Image.Image, seconds: float = 2.0) -> float:
+    """How much of its speed a pure-Python loop (the decoder's host side stands for it) keeps
+    while the reader works in another thread, as it does in the worker: about 1 when Tesseract
+    and scipy let go of the GIL, about 0.5 or less when they hold it."""
+    import threading
+
+    def spin() -> int:
+        count, end = 0, time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            count += 1
+        return count
+
+    read_image(image)  # the engines are made once per thread
+    ratios = []
+    for _ in range(3):  # alternated, median: the dev machine's cores are shared
+        alone = spin()
+        reader = threading.Thread(target=lambda: [read_image(image) for _ in range(8)])
+        reader.start()
+        beside = spin()
+        reader.join()
+        ratios.append(beside / alone)
+    return round(sorted(ratios)[1], 3)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--drawn", type=int, default=40)
@@ -126,6 +150,9 @@ def main() -> None:
     for name, items in sets.items():
         results["sets"][name] = measure(items(), readers)
         report(name, results["sets"][name])
+    sample = next(drawn(7))[1]
+    results["python_loop_speed_beside_the_reader"] = beside_the_decoder(sample)
+    print(f"\na Python loop keeps {results['python_loop_speed_beside_the_reader']:.0%} of its speed while the reader works beside it")
     if args.json:
         args.json.write_text(json.dumps(results, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
         print(f"\nwrote {args.json}")
