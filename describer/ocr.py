@@ -237,12 +237,13 @@ def find_lines(pixels: np.ndarray) -> tuple[list[tuple[Box, bool]], int]:
     rows = [box for box in _boxes(ndimage.binary_dilation(mask, structure=np.ones((thin, reach)))) if min(box[2], box[3]) >= 5]
     # A lane's name is a column of turned letters: smeared sideways it falls apart into pieces
     # a letter or two wide, smeared downwards it is tall and narrow.
-    columns = []  # (two turned lines side by side are one column: a lane's name in two lines)
-    for column in _boxes(ndimage.binary_dilation(mask, structure=np.ones((reach, max(thin, int(letter) // 2))))):
-        if column[3] > 2.5 * column[2] and column[3] >= 3 * letter and column[2] < 5 * letter:
-            pieces = [row for row in rows if _inside(row, column)]
-            if len(pieces) >= 2 and all(row[2] <= column[2] + reach for row in pieces):
-                columns.append(column)
+    tall = [box for box in _boxes(ndimage.binary_dilation(mask, structure=np.ones((reach, thin))))
+            if box[3] > 2.5 * box[2] and box[3] >= 3 * letter and box[2] < 3.5 * letter]  # fmt: skip
+    columns = []
+    for column in _side_by_side(tall, letter):  # a lane's name in two turned lines is one column
+        pieces = [row for row in rows if _inside(row, column)]
+        if len(pieces) >= 2 and all(row[2] <= column[2] + reach for row in pieces):
+            columns.append(column)
     lines = [(box, True) for box in columns]
     lines += [(box, False) for box in rows if not any(_inside(box, column) for column in columns)]
     return lines, int(letter)
@@ -250,6 +251,21 @@ def find_lines(pixels: np.ndarray) -> tuple[list[tuple[Box, bool]], int]:
 
 def _boxes(mask: np.ndarray) -> list[Box]:
     return [(c.start, r.start, c.stop - c.start, r.stop - r.start) for r, c in ndimage.find_objects(ndimage.label(mask)[0])]
+
+
+def _side_by_side(columns: list[Box], letter: float) -> list[Box]:
+    """Columns less than a letter apart that mostly share their height, merged."""
+    merged: list[Box] = []
+    for x, y, w, h in sorted(columns):
+        for index, (mx, my, mw, mh) in enumerate(merged):
+            shared = min(my + mh, y + h) - max(my, y)
+            if 0 <= x - (mx + mw) < letter and shared > 0.5 * min(mh, h):
+                left, top = min(mx, x), min(my, y)
+                merged[index] = (left, top, max(mx + mw, x + w) - left, max(my + mh, y + h) - top)
+                break
+        else:
+            merged.append((x, y, w, h))
+    return merged
 
 
 def _inside(box: Box, outer: Box) -> bool:
