@@ -254,18 +254,23 @@ def _boxes(mask: np.ndarray) -> list[Box]:
 
 
 def _side_by_side(columns: list[Box], letter: float) -> list[Box]:
-    """Columns less than a letter apart that mostly share their height, merged."""
-    merged: list[Box] = []
+    """Two columns less than a letter apart that mostly share their height, each about a line
+    tall (≤ 2.2 letters wide), merged: a lane's name in two turned lines. Never more than two
+    (the letters of upright text stand side by side too), nor wider ones (the halves of an
+    event's circle); what is not merged is judged alone."""
+    merged: list[list] = []  # [box, how many columns it holds]
     for x, y, w, h in sorted(columns):
-        for index, (mx, my, mw, mh) in enumerate(merged):
+        for entry in merged:
+            (mx, my, mw, mh), count = entry
             shared = min(my + mh, y + h) - max(my, y)
-            if 0 <= x - (mx + mw) < letter and shared > 0.5 * min(mh, h):
+            narrow = count == 1 and mw <= 2.2 * letter and w <= 2.2 * letter
+            if narrow and 0 <= x - (mx + mw) < letter and shared > 0.5 * min(mh, h):
                 left, top = min(mx, x), min(my, y)
-                merged[index] = (left, top, max(mx + mw, x + w) - left, max(my + mh, y + h) - top)
+                entry[0], entry[1] = (left, top, max(mx + mw, x + w) - left, max(my + mh, y + h) - top), count + 1
                 break
         else:
-            merged.append((x, y, w, h))
-    return merged
+            merged.append([(x, y, w, h), 1])
+    return [box for box, _ in merged]
 
 
 def _inside(box: Box, outer: Box) -> bool:
