@@ -195,6 +195,12 @@ def test_an_english_diagram_is_read_with_the_english_model():
     assert not any("\u0400" <= character <= "\u04ff" for character in reading.text)
 
 
+def test_the_language_is_chosen_from_upright_lines_not_turned_lane_names():
+    graph, image = drawn(21, 13)  # two-line lane names; read as English they once tipped the choice
+    assert graph.language == "ru" and graph.lanes
+    assert ocr.read_image(image).language == "ru"
+
+
 def test_missing_models_give_a_clear_message(tmp_path):
     with pytest.raises(ocr.OcrUnavailable, match="tesseract-ocr-eng and tesseract-ocr-rus"):
         ocr.read_image(Image.new("RGB", (50, 50), "white"), tessdata=str(tmp_path))
