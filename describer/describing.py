@@ -48,10 +48,11 @@ class TextReader:
         )  # fmt: skip
         self._pending[job] = (future, timings)
 
-    def reading(self, job: Conversion) -> tuple[ocr.Reading | None, str]:
-        """The job's reading, or None and why not; records the stage's time in the job's timings:
-        ocr_s (its own), ocr_wait_s (what the job waited for it after the model had finished)."""
-        pending = self._pending.pop(job, None)
+    def reading(self, job: Conversion, *, keep: bool = False) -> tuple[ocr.Reading | None, str]:
+        """The job's reading, or None and why not; `keep` leaves it for a later call (the prompt
+        takes it early, the result again). Records the stage's time in the job's timings: ocr_s
+        (its own), ocr_wait_s (what the job first waited for it)."""
+        pending = self._pending.get(job) if keep else self._pending.pop(job, None)
         if pending is None:
             return None, ""
         future, timings = pending
@@ -59,21 +60,12 @@ class TextReader:
         try:
             reading = future.result()
         except Exception as error:  # noqa: BLE001 - the description is the product; OCR only checks it
-            log.warning("job %s: the image's text could not be read: %s", job.pk, error)
+            if not keep:
+                log.warning("job %s: the image's text could not be read: %s", job.pk, error)
             return None, str(error) or type(error).__name__
-        timings.update(ocr_s=reading.seconds, ocr_wait_s=round(time.monotonic() - started, 3))
+        timings["ocr_s"] = reading.seconds
+        timings.setdefault("ocr_wait_s", round(time.monotonic() - started, 3))
         return reading, ""
-
-    def keep(self, job: Conversion, reading: ocr.Reading | None, error: str) -> None:
-        """Put back a reading taken early (for the prompt), for the result to take again."""
-        if reading is None and not error:
-            return
-        future: Future = Future()
-        if reading is None:
-            future.set_exception(ocr.OcrUnavailable(error))
-        else:
-            future.set_result(reading)
-        self._pending[job] = (future, {})
 
 
 class Describe:
@@ -102,8 +94,7 @@ class Describe:
         for the result."""
         if not (settings.DESCRIBER_OCR and settings.DESCRIBER_OCR_IN_PROMPT):
             return []
-        reading, error = self.reader.reading(job)
-        self.reader.keep(job, reading, error)
+        reading, _ = self.reader.reading(job, keep=True)
         return ocr_labels(reading)
 
     def grammar(self, job: Conversion) -> str:
