@@ -59,7 +59,7 @@ COPY . .
 # Named volumes take the ownership of these directories on first use.
 RUN DJANGO_SECRET_KEY=collectstatic-only python manage.py collectstatic --noinput --verbosity 0 \
     && chmod 0755 docker/*.sh \
-    && mkdir -p /data/media /models/tiny-models \
+    && mkdir -p /data/media /data/adapters /models/tiny-models \
     && chown -R app:app /data /models
 
 USER 1000:1000

@@ -84,10 +84,10 @@ class Describe:
 
         progress.stage(Conversion.Stage.RETRIEVAL)
         started = time.monotonic()
-        examples = retrieve(runtime, job, image)
+        messages, examples = prompt_messages(runtime, image, job.language, self._labels_for_prompt(job))
+        record_examples_used(job, examples)
         timings["retrieval_s"] = round(time.monotonic() - started, 3)
-        labels = self._labels_for_prompt(job)
-        return prompts.describe_messages(image, [example.description for example in examples], job.language, labels)
+        return messages
 
     def _labels_for_prompt(self, job: Conversion) -> list[str]:
         """With DESCRIBER_OCR_IN_PROMPT the prompt waits for the OCR stage; its reading is kept
@@ -141,6 +141,16 @@ def grammar_name(language: str) -> str:
 def answer_text(text: str, *, cut_off: bool) -> str:
     """What a description is read from: an answer cut off at the length limit gives its complete lines."""
     return complete_lines(text) if cut_off else text
+
+
+def prompt_messages(runtime: DescriberRuntime, image, language: str, labels=()) -> tuple[list[dict], list[Example]]:
+    """The chat for one image, and the curated examples in it. The base model gets the rules and
+    the examples nearest to the image; a fine-tuned adapter, which learnt both, the short prompt
+    it was trained with (describer/inference/finetune.py)."""
+    if getattr(runtime, "adapter", None) is not None:
+        return prompts.describe_messages(image, [], language, labels, short=True), []
+    examples = nearest_examples(runtime, image)
+    return prompts.describe_messages(image, [example.description for example in examples], language, labels), examples
 
 
 def retrieve(runtime: DescriberRuntime, job: Conversion, image) -> list[Example]:

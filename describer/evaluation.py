@@ -26,7 +26,7 @@ from pathlib import Path
 from django.conf import settings
 
 from describer import graphs, grounding, ocr, prompts
-from describer.describing import grammar_name, nearest_examples, ocr_labels, structured
+from describer.describing import grammar_name, ocr_labels, prompt_messages, structured
 from describer.graph.metrics import Scores, aggregate, score
 from describer.graph.model import Edge, Node, NodeKind, ProcessGraph
 from describer.graph.text import IMPLIED_START_ID, STEP_LINE, render_text
@@ -112,6 +112,17 @@ def _evaluate_item(runtime, item: Item, predict: str, leaked_hashes: set[str]) -
     return result
 
 
+def result_of_text(name: str, truth: ProcessGraph, text: str, buckets: dict | None = None) -> ItemResult:
+    """An answer scored against its true graph, as `evaluate` scores it (fine-tuning's validation)."""
+    result = ItemResult(name, buckets or {}, parsed=False, scores=None)
+    reading = graphs.from_description(text, truth.language)
+    result.problems = reading.notes.get("problems", [])
+    result.parsed = parsed(text, reading)
+    if reading.graph is not None:
+        result.scores = score(truth, reading.graph)
+    return result
+
+
 # Steps no diagram of the sets has: what a model that makes things up might add.
 INVENTED_STEPS = {
     "en": ("Notify the tax office", "Print a paper copy for the archive", "Call the regional director",
@@ -175,15 +186,13 @@ def _describe(runtime, item: Item, result: ItemResult, found: ocr.Reading | None
     from describer.inference.runtime import GenerationRequest  # the worker's side: imports torch
 
     image = load_for_model(str(item.image), settings.DESCRIBER_MAX_PIXELS)
-    examples = nearest_examples(runtime, image)
+    language = item.truth.language if item.truth.language in ("en", "ru") else ""
+    labels = ocr_labels(found) if settings.DESCRIBER_OCR_IN_PROMPT else ()
+    messages, examples = prompt_messages(runtime, image, language, labels)
     result.retrieved = len(examples)
     result.retrieved_same_kind = sum(_same_kind(example, item) for example in examples)
-    language = item.truth.language if item.truth.language in ("en", "ru") else ""
     request = GenerationRequest(
-        messages=prompts.describe_messages(
-            image, [example.description for example in examples], language,
-            ocr_labels(found) if settings.DESCRIBER_OCR_IN_PROMPT else (),
-        ),  # fmt: skip
+        messages=messages,
         max_new_tokens=settings.DESCRIBER_MAX_NEW_TOKENS,
         min_new_tokens=settings.DESCRIBER_MIN_NEW_TOKENS,
         grammar=grammar_name(language) if settings.DESCRIBER_CONSTRAINED else None,

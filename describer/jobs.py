@@ -53,6 +53,9 @@ _FRESH_RUN = {
     "ocr_reading": None,
     "grounding": None,
     "coverage": None,
+    "model_name": "",
+    "adapter": None,
+    "adapter_name": "",
 }
 
 

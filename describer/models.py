@@ -173,6 +173,13 @@ class Conversion(models.Model):
     ocr_reading = models.JSONField(null=True, blank=True, verbose_name=_("text read in the image"))
     grounding = models.JSONField(null=True, blank=True, verbose_name=_("grounding"))
     coverage = models.FloatField(null=True, blank=True, db_index=True, verbose_name=_("coverage"))
+    # What wrote the result: the base model, and the fine-tuned adapter on it (if any). The name
+    # stays when the adapter's row is deleted.
+    model_name = models.CharField(max_length=300, blank=True, verbose_name=_("model"))
+    adapter = models.ForeignKey(
+        "Adapter", null=True, blank=True, on_delete=models.SET_NULL, related_name="conversions", verbose_name=_("adapter")
+    )
+    adapter_name = models.CharField(max_length=200, blank=True, verbose_name=_("adapter"))
 
     objects = ConversionQuerySet.as_manager()
 
@@ -289,6 +296,63 @@ class Worker(models.Model):
     @property
     def is_online(self) -> bool:
         return self.last_seen_at >= stale_cutoff()
+
+
+class Adapter(models.Model):
+    """A LoRA adapter written by `manage.py finetune` (describer/adapters.py). At most one is
+    active: the workers serve the base model with it, and pick a change up between jobs."""
+
+    name = models.CharField(max_length=100, verbose_name=_("name"))
+    path = models.CharField(max_length=500, unique=True, verbose_name=_("folder"))
+    base_model = models.CharField(max_length=300, verbose_name=_("base model"))
+    weights_sha256 = models.CharField(max_length=64, verbose_name=_("weights SHA-256"))
+    report = models.JSONField(default=dict, blank=True, verbose_name=_("training report"))
+    node_f1 = models.FloatField(null=True, blank=True, verbose_name=_("validation node F1"))
+    edge_f1 = models.FloatField(null=True, blank=True, verbose_name=_("validation edge F1"))
+    is_active = models.BooleanField(default=False, verbose_name=_("active"))
+    # Why the last worker that tried could not serve it (cleared when one does).
+    problem = models.TextField(blank=True, verbose_name=_("problem"))
+    created_at = models.DateTimeField(default=timezone.now, verbose_name=_("created"))
+
+    class Meta:
+        verbose_name = _("adapter")
+        verbose_name_plural = _("adapters")
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["is_active"], condition=models.Q(is_active=True), name="one_active_adapter")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.weights_sha256[:12]})"
+
+    @classmethod
+    def register(cls, info) -> Adapter:
+        """The row of a checked adapter (describer.adapters.AdapterInfo), made or brought up to date."""
+        validation = info.report.get("best", {}).get("validation", {})
+        adapter, _ = cls.objects.update_or_create(
+            path=str(info.path),
+            defaults={
+                "name": info.name, "base_model": str(info.report.get("base_model", ""))[:300],
+                "weights_sha256": info.weights_sha256, "report": info.report,
+                "node_f1": validation.get("node_f1"), "edge_f1": validation.get("edge_f1"), "problem": "",
+            },
+        )  # fmt: skip
+        return adapter
+
+    def activate(self) -> None:
+        """Serve this adapter from the next job on; raises describer.adapters.AdapterProblem (and
+        changes nothing) for one that fails its checks."""
+        from describer import adapters
+
+        adapters.check(self.path)
+        with transaction.atomic():
+            Adapter.objects.filter(is_active=True).exclude(pk=self.pk).update(is_active=False)
+            Adapter.objects.filter(pk=self.pk).update(is_active=True, problem="")
+        self.is_active = True
+
+    @classmethod
+    def serve_base_model(cls) -> None:
+        cls.objects.filter(is_active=True).update(is_active=False)
 
 
 class ExampleQuerySet(models.QuerySet):

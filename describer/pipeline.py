@@ -243,7 +243,8 @@ class JobRunner:
             self._fail(job, progress, error)
             return
         fields.update(
-            output_raw=progress.text, tokens_generated=progress.tokens, timings=row.timings, cut_off=row.cut_off
+            output_raw=progress.text, tokens_generated=progress.tokens, timings=row.timings, cut_off=row.cut_off,
+            **self._written_by(),
         )
         try:
             _until_database_answers(lambda: jobs.finish(job, self.worker_name, fields, also=also))
@@ -253,6 +254,15 @@ class JobRunner:
             self._fail(job, progress, error)
             return
         self._ended(job, progress)
+
+    def _written_by(self) -> dict:
+        """The model and the adapter that wrote a result."""
+        adapter = getattr(self.runtime, "adapter", None)
+        return {
+            "model_name": str(self.runtime.model_name)[:300],
+            "adapter_id": getattr(self.runtime, "adapter_id", None) if adapter else None,
+            "adapter_name": adapter.label[:200] if adapter else "",
+        }
 
     def _fail_row(self, row: _Row, error: Exception) -> None:
         row.done = True

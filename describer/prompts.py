@@ -67,6 +67,11 @@ EXAMPLES_INTRO = (
 
 DESCRIBE_REQUEST = "Describe the process shown in this diagram."
 
+# A fine-tuned adapter (describer/inference/finetune.py) is trained and served with this instead of
+# the rules and examples above: it has learnt the layout and the examples, and a ~1,000-token
+# system prompt would cost every one of its training steps and every prefill.
+ADAPTER_SYSTEM_PROMPT = "You describe process diagrams step by step in this site's Markdown layout."
+
 
 def describe_system_prompt(language: str) -> str:
     parts = [DESCRIBE_SYSTEM_PROMPT, LANGUAGE_INSTRUCTIONS.get(language, LANGUAGE_INSTRUCTIONS[""])]
@@ -90,10 +95,17 @@ def found_text(labels: Sequence[str]) -> str:
 
 
 def describe_messages(
-    image: Image.Image, example_descriptions: Sequence[str], language: str, labels: Sequence[str] = ()
+    image: Image.Image,
+    example_descriptions: Sequence[str],
+    language: str,
+    labels: Sequence[str] = (),
+    *,
+    short: bool = False,
 ) -> list[dict]:
     """Qwen2.5-VL chat messages for one diagram → text request; `labels`, when given, are the
-    texts OCR found in the image."""
+    texts OCR found in the image; `short`: the fine-tuned adapter's prompt."""
+    system = describe_system_prompt(language) if not short else (
+        ADAPTER_SYSTEM_PROMPT + " " + LANGUAGE_INSTRUCTIONS.get(language, LANGUAGE_INSTRUCTIONS[""]))
     user_content: list[dict] = []
     if example_descriptions:
         user_content.append({"type": "text", "text": examples_text(example_descriptions)})
@@ -102,7 +114,7 @@ def describe_messages(
         user_content.append({"type": "text", "text": found_text(labels)})
     user_content.append({"type": "text", "text": DESCRIBE_REQUEST})
     return [
-        {"role": "system", "content": [{"type": "text", "text": describe_system_prompt(language)}]},
+        {"role": "system", "content": [{"type": "text", "text": system}]},
         {"role": "user", "content": user_content},
     ]
 

@@ -29,6 +29,8 @@ from django.conf import settings
 from django.db import DatabaseError, close_old_connections
 from django.utils import timezone
 
+from describer import adapters
+
 log = logging.getLogger(__name__)
 
 # A Worker row not seen for this long is deleted (the workers page shows the recent past only).
@@ -74,6 +76,9 @@ class JobLoop:
         self.poll_seconds = poll_seconds if poll_seconds is not None else settings.DESCRIBER_POLL_SECONDS
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.held = HeldJobs()
+        adapter = getattr(runtime, "adapter", None)
+        self.serving_path = str(adapter.path) if adapter else ""
+        self.refused: set[str] = set()  # adapter folders that failed here: not tried again
         self.wake_event = threading.Event()
         self.stop_event = threading.Event()
         self.thread: threading.Thread | None = None
@@ -106,12 +111,13 @@ class JobLoop:
         runner = JobRunner(
             self.runtime, broadcaster, worker_name=self.name, held=self.held, should_stop=self.stop_event.is_set
         )
-        log.info("worker %s ready (model %s on %s)", self.name, self.runtime.model_name, self.runtime.device)
+        log.info("worker %s ready (model %s on %s)", self.name, getattr(self.runtime, "serving", "?"), self.runtime.device)
         while not self.stop_event.is_set():
             claimed = []
             try:
                 close_old_connections()
                 jobs.recover_stale()
+                self.follow_adapter_choice(runner)
                 claimed = self.claim(jobs)
                 if claimed:
                     runner.run_batch(claimed)
@@ -127,6 +133,27 @@ class JobLoop:
                 self.wake_event.clear()
         close_old_connections()
         log.info("worker %s stopped", self.name)
+
+    def follow_adapter_choice(self, runner) -> None:
+        """Between jobs: serve the adapter chosen now (admin, else DESCRIBER_ADAPTER) if it is not
+        the one loaded. One that fails its checks or its loading is refused with the reason on its
+        row, once per folder, and the current model goes on serving."""
+        if not self.runtime.available:
+            return
+        wanted = adapters.chosen_path()
+        if wanted == self.serving_path or wanted in self.refused:
+            return
+        try:
+            info = adapters.check(wanted) if wanted else None
+            log.info("worker %s: switching to %s", self.name, info.label if info else "the base model")
+            self.runtime.reload(info)
+        except Exception as error:  # noqa: BLE001 - a bad adapter must not stop the worker
+            refuse_adapter(wanted, error)
+            self.refused.add(wanted)
+            return
+        self.serving_path = wanted
+        runner.runtime = self.runtime
+        note_adapter_served(self.runtime)
 
     def claim(self, jobs_module) -> list:
         """Claim one job, or with batching, what arrives within the batch window."""
@@ -184,7 +211,7 @@ class Heartbeat(threading.Thread):
             defaults={
                 "host": host,
                 "pid": int(pid),
-                "model_name": str(self.loop.runtime.model_name)[:300],
+                "model_name": str(getattr(self.loop.runtime, "serving", self.loop.runtime.model_name))[:300],
                 "device": str(self.loop.runtime.device)[:50],
                 "batch_size": self.loop.batch_size,
                 "jobs_in_hand": jobs_in_hand,
@@ -229,6 +256,38 @@ class ResilientWorker(ChannelsWorker):
                 continue
             queue = self.get_or_create_application_instance(channel, {"type": "channel", "channel": channel})
             await queue.put(message)
+
+
+def initial_adapter():
+    """The adapter to load at start (checked), or None for the base model; a bad one is refused
+    with its reason on its row, and the base model serves."""
+    wanted = adapters.chosen_path()
+    if not wanted:
+        return None
+    try:
+        return adapters.check(wanted)
+    except adapters.AdapterProblem as error:
+        refuse_adapter(wanted, error)
+        return None
+
+
+def refuse_adapter(path: str, error: Exception) -> None:
+    from describer.models import Adapter
+
+    log.error("adapter %s not served: %s", path, error)
+    Adapter.objects.filter(path=path).update(problem=str(error)[:2000], is_active=False)
+
+
+def note_adapter_served(runtime) -> None:
+    """Results name the adapter's row: register it (one from DESCRIBER_ADAPTER may have none)."""
+    from describer.models import Adapter
+
+    if runtime.adapter is None:
+        runtime.adapter_id = None
+        return
+    runtime.adapter_id = Adapter.register(runtime.adapter).pk
+    log.info("serving %s (merge %.1f s, load %.1f s)", runtime.serving, runtime.load_seconds.get("merge_s", 0),
+             runtime.load_seconds.get("load_s", 0))  # fmt: skip
 
 
 class UnavailableRuntime:

@@ -250,6 +250,10 @@ MODEL_MAX_VRAM = envstr("MODEL_MAX_VRAM", "7GiB")
 MODEL_MAX_RAM = envstr("MODEL_MAX_RAM", "16GiB")
 MODEL_QUANTIZATION = envstr("MODEL_QUANTIZATION", "nf4")  # nf4 | bf16 (CUDA only)
 DESCRIBER_MAX_PIXELS = envint("DESCRIBER_MAX_PIXELS", 1280 * 28 * 28)
+# Fine-tuned LoRA adapters (`manage.py finetune`, describer/adapters.py): where they are written,
+# and the one to serve while none is marked active in the admin ("" = the base model).
+ADAPTERS_DIR = Path(envstr("ADAPTERS_DIR", str(BASE_DIR / "var" / "adapters")))
+DESCRIBER_ADAPTER = envstr("DESCRIBER_ADAPTER", "")
 DESCRIBER_MAX_NEW_TOKENS = envint("DESCRIBER_MAX_NEW_TOKENS", 1024)
 DESCRIBER_MIN_NEW_TOKENS = envint("DESCRIBER_MIN_NEW_TOKENS", 0)
 DESCRIBER_TIME_LIMIT_S = envfloat("DESCRIBER_TIME_LIMIT_S", 300)

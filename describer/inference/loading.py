@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from describer.inference.errors import ModelUnavailable, OutOfMemory
+from describer.inference.tiny import MARKER_FILE as TINY_MARKER
 from describer.inference.tiny import ensure_tiny_models
 
 if TYPE_CHECKING:
@@ -27,6 +30,7 @@ logger = logging.getLogger("describer.inference")
 DEFAULT_VLM = "Qwen/Qwen2.5-VL-3B-Instruct"
 DEFAULT_CLIP = "clip-ViT-B-32"
 TINY = "tiny"
+TINY_TRAINABLE = "tiny-trainable"
 # One image token covers 28x28 pixels; fewer than 4 tokens per image is useless.
 MIN_IMAGE_PIXELS = 4 * 28 * 28
 DEFAULT_MAX_IMAGE_PIXELS = 1280 * 28 * 28
@@ -37,16 +41,18 @@ VLM_MODEL_TYPE = "qwen2_5_vl"
 def resolve_model_sources() -> tuple[str, str]:
     """Return (vlm_source, clip_source) from settings: hub ids or local directories.
 
-    DESCRIBER_MODEL=tiny builds the tiny random models once (TINY_MODELS_DIR) and uses both.
+    DESCRIBER_MODEL=tiny builds the tiny random models once (TINY_MODELS_DIR) and uses both;
+    DESCRIBER_MODEL=tiny-trainable the wider tiny model that fine-tuning can teach.
     """
     from django.conf import settings
 
     vlm_source = getattr(settings, "DESCRIBER_MODEL", DEFAULT_VLM) or DEFAULT_VLM
     clip_source = getattr(settings, "CLIP_MODEL", DEFAULT_CLIP) or DEFAULT_CLIP
-    if vlm_source.strip().lower() == TINY:
+    if vlm_source.strip().lower() in (TINY, TINY_TRAINABLE):
         paths = ensure_tiny_models(Path(settings.TINY_MODELS_DIR))
-        logger.warning("DESCRIBER_MODEL=tiny: using tiny random models from %s; they write nonsense.", paths.vlm.parent)
-        return str(paths.vlm), str(paths.clip)
+        logger.warning("DESCRIBER_MODEL=%s: using tiny random models from %s; they write nonsense.", vlm_source, paths.vlm.parent)
+        vlm = paths.trainable_vlm if vlm_source.strip().lower() == TINY_TRAINABLE else paths.vlm
+        return str(vlm), str(paths.clip)
     return vlm_source, clip_source
 
 
@@ -83,6 +89,37 @@ def load_vlm(
     configure_processor(processor, max_pixels=max_pixels)
     logger.info("Loaded %s on %s (%s).", source, model.device, _describe_precision(kwargs))
     return model, processor
+
+
+def merged_with_adapter(source: str, adapter_path: Path, *, cache_dir: str = "") -> str:
+    """A folder holding `source` with the LoRA adapter merged into its weights, made once beside
+    the adapter (`merged/`) and reused: the worker then loads it like any base model, quantised
+    to 4-bit again on CUDA, so the fast decoder and batching serve an adapter at the base
+    model's speed. The merge runs on the CPU (bf16 where a GPU will serve it, else float32),
+    so an 8 GB card never holds the unquantised weights."""
+    from peft import PeftModel
+    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+
+    target = Path(adapter_path) / "merged"
+    if (target / "config.json").is_file():
+        return str(target)
+    scratch = target.with_name("merged.writing")
+    shutil.rmtree(scratch, ignore_errors=True)
+    dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    started = time.monotonic()
+    with _load_errors(source, setting="DESCRIBER_MODEL"):
+        base = Qwen2_5_VLForConditionalGeneration.from_pretrained(
+            source, dtype=dtype, device_map="cpu", cache_dir=cache_dir or None
+        )
+        merged = PeftModel.from_pretrained(base, str(adapter_path)).merge_and_unload()
+        merged.save_pretrained(scratch)
+        AutoProcessor.from_pretrained(source, cache_dir=cache_dir or None).save_pretrained(scratch)
+    marker = Path(source) / TINY_MARKER
+    if marker.is_file():
+        shutil.copyfile(marker, scratch / TINY_MARKER)
+    scratch.rename(target)
+    logger.info("Merged the adapter %s into %s in %.1f s.", adapter_path, source, time.monotonic() - started)
+    return str(target)
 
 
 def configure_processor(processor: ProcessorMixin, *, max_pixels: int) -> None:

@@ -27,6 +27,7 @@ from describer.inference.loading import (
     is_cuda_oom,
     load_clip,
     load_vlm,
+    merged_with_adapter,
     resolve_model_sources,
     short_reason,
     unit_vector,
@@ -120,6 +121,11 @@ class DescriberRuntime:
         self.time_limit_s = time_limit_s  # only for the GenerationTimeout message
         self.decoder = _fast_decoder(model, cuda_graphs=cuda_graphs)
         self._grammars: Grammars | None = None
+        # The fine-tuned adapter merged into the weights (describer.adapters.AdapterInfo), or None.
+        self.adapter = None
+        self.adapter_id: int | None = None  # its describer.models.Adapter row
+        self.load_options: dict[str, Any] = {}  # how load() was called, for reload()
+        self.load_seconds: dict[str, float] = {}
         if model is not None and model.device.type == "cuda":
             # cuDNN's fused attention, once it has run out of memory, failed every later call in
             # the process ("mha_graph.execute(...).is_good()", torch 2.11 on an H100); flash and
@@ -139,20 +145,28 @@ class DescriberRuntime:
         max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
         time_limit_s: float | None = None,
         cuda_graphs: bool = True,
+        adapter=None,
     ) -> DescriberRuntime:
+        """Both models; with `adapter` (a checked describer.adapters.AdapterInfo) the vision-language
+        model is the base with the adapter merged in (loading.merged_with_adapter)."""
         vlm_source, clip_source = str(vlm_source), str(clip_source)
+        options = {key: value for key, value in locals().items() if key not in ("cls", "adapter", "clip_source")}
+        started = time.monotonic()
+        weights = merged_with_adapter(vlm_source, adapter.path, cache_dir=cache_dir) if adapter else vlm_source
+        merged_at = time.monotonic()
         model, processor = load_vlm(
-            vlm_source,
+            weights,
             max_vram=max_vram,
             max_ram=max_ram,
             quantization=quantization,
             cache_dir=cache_dir,
             max_pixels=max_pixels,
         )
+        loaded_at = time.monotonic()
         clip = load_clip(clip_source, cache_dir)
         tiny = is_tiny_model(vlm_source)
         name = "tiny random Qwen2.5-VL (writes nonsense)" if tiny else vlm_source
-        return cls(
+        runtime = cls(
             model=model,
             processor=processor,
             clip=clip,
@@ -161,9 +175,53 @@ class DescriberRuntime:
             time_limit_s=time_limit_s,
             cuda_graphs=cuda_graphs,
         )
+        runtime.adapter, runtime.load_options = adapter, options
+        runtime.load_seconds = {"merge_s": round(merged_at - started, 3), "load_s": round(loaded_at - merged_at, 3)}
+        return runtime
+
+    def reload(self, adapter) -> None:
+        """Serve `adapter` (or the base model for None) from now on, keeping CLIP. The old weights
+        go first (an 8 GB card holds one copy); if the new ones fail to load, the old come back
+        and the error is raised."""
+        previous = self.adapter
+        self._unload_vlm()
+        try:
+            self._load_vlm(adapter)
+        except Exception:
+            self._unload_vlm()
+            self._load_vlm(previous)
+            raise
+
+    def _unload_vlm(self) -> None:
+        import gc
+
+        # The grammars stay: the merged model keeps the base model's tokenizer.
+        self.model = self.processor = self.decoder = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def _load_vlm(self, adapter) -> None:
+        options = self.load_options
+        started = time.monotonic()
+        source = options["vlm_source"]
+        weights = merged_with_adapter(source, adapter.path, cache_dir=options["cache_dir"]) if adapter else source
+        merged_at = time.monotonic()
+        self.model, self.processor = load_vlm(
+            weights, max_vram=options["max_vram"], max_ram=options["max_ram"], quantization=options["quantization"],
+            cache_dir=options["cache_dir"], max_pixels=options["max_pixels"],
+        )  # fmt: skip
+        self.decoder = _fast_decoder(self.model, cuda_graphs=options["cuda_graphs"])
+        self.adapter, self.adapter_id = adapter, None
+        self.load_seconds = {"merge_s": round(merged_at - started, 3), "load_s": round(time.monotonic() - merged_at, 3)}
+
+    @property
+    def serving(self) -> str:
+        """What writes the results: the base model, and the adapter merged into it."""
+        return f"{self.model_name} + {self.adapter.label}" if self.adapter else str(self.model_name)
 
     @classmethod
-    def from_settings(cls) -> DescriberRuntime:
+    def from_settings(cls, adapter=None) -> DescriberRuntime:
         from django.conf import settings
 
         vlm_source, clip_source = resolve_model_sources()
@@ -177,6 +235,7 @@ class DescriberRuntime:
             max_pixels=getattr(settings, "DESCRIBER_MAX_PIXELS", DEFAULT_MAX_IMAGE_PIXELS),
             time_limit_s=getattr(settings, "DESCRIBER_TIME_LIMIT_S", None),
             cuda_graphs=getattr(settings, "DESCRIBER_CUDA_GRAPHS", True),
+            adapter=adapter,
         )
         if getattr(settings, "DESCRIBER_CONSTRAINED", True):
             runtime.grammars.compile_all()  # now, not in the first job of each kind

@@ -27,6 +27,7 @@ class Command(BaseCommand):
             return
         self.stdout.write(f"Vision-language model: {paths.vlm}")
         self.stdout.write(f"CLIP embedder:         {paths.clip}")
+        self.stdout.write(f"Trainable (finetune):  {paths.trainable_vlm}")
         self.stdout.write(
             self.style.WARNING(
                 "These models have random weights and write nonsense. Use them for tests and development "

@@ -31,7 +31,8 @@ class Command(ChannelsRunworker):
 
         log.info("loading models (DESCRIBER_MODEL=%s, CLIP_MODEL=%s)", settings.DESCRIBER_MODEL, settings.CLIP_MODEL)
         try:
-            runtime = DescriberRuntime.from_settings()
+            runtime = DescriberRuntime.from_settings(adapter=worker.initial_adapter())
+            worker.note_adapter_served(runtime)
         except InferenceError as error:
             # Stay up and fail each job with the reason, so users see it on their pages.
             log.error("models unavailable: %s", error)
