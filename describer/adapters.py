@@ -14,7 +14,8 @@ An adapter is served only once `check()` passes: the report says it is complete,
 there and readable, and it was made for the base model the worker loads. The admin's choice
 (`Adapter.is_active`) wins over DESCRIBER_ADAPTER, which applies while none is marked active.
 
-No torch here: the web process (admin) checks adapters too.
+No torch here: the web process (admin) checks adapters too. Django's settings are read inside the
+functions that need them, so the training code also runs on the GPU machine, which has no Django.
 """
 
 from __future__ import annotations
@@ -24,8 +25,6 @@ import json
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-
-from django.conf import settings
 
 REPORT_FILE = "report.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
@@ -99,6 +98,8 @@ def _check_base(path: Path, report: dict, base_source: str | None) -> None:
 
 def configured_base() -> str:
     """The base model the worker loads (DESCRIBER_MODEL, "tiny" resolved to its folder)."""
+    from django.conf import settings
+
     source = (getattr(settings, "DESCRIBER_MODEL", "") or "Qwen/Qwen2.5-VL-3B-Instruct").strip()
     if source.lower() in ("tiny", "tiny-trainable"):
         folder = "qwen2_5_vl_trainable" if source.lower() == "tiny-trainable" else "qwen2_5_vl"
@@ -123,6 +124,7 @@ def _config_json(source: str) -> str | None:
     if Path(source).expanduser().exists():
         return None
     try:
+        from django.conf import settings
         from huggingface_hub import try_to_load_from_cache
 
         found = try_to_load_from_cache(source, "config.json", cache_dir=settings.MODEL_CACHE_DIR or None)
@@ -182,6 +184,8 @@ def next_version(root: Path) -> str:
 def chosen_path() -> str:
     """The folder of the adapter to serve now ("" for the base model): the one marked active in
     the admin, else DESCRIBER_ADAPTER. One cheap query, so the worker asks between jobs."""
+    from django.conf import settings
+
     from describer.models import Adapter
 
     active = Adapter.objects.filter(is_active=True).values_list("path", flat=True).first()

@@ -8,13 +8,14 @@ from django.http import HttpResponse
 from django.templatetags.static import static
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
 from django.utils.translation import gettext_lazy as _
 
 from describer import examples
 from describer.images import check_extension, check_size, decode_fully, open_checked
-from describer.models import Conversion, ConversionExample, Example, Worker
+from describer import adapters as adapter_files
+from describer.models import Adapter, Conversion, ConversionExample, Example, Worker
 from describer.postprocess import structure_description
 from describer.services import wake_worker
 
@@ -173,10 +174,74 @@ class WorkerAdmin(admin.ModelAdmin):
         return False
 
 
+@admin.register(Adapter)
+class AdapterAdmin(admin.ModelAdmin):
+    """Fine-tuned adapters (`manage.py finetune`): staff choose the one the workers serve; a
+    worker switches between jobs. Rows are made by the command, never by hand."""
+
+    list_display = ["name", "is_active", "node_f1", "edge_f1", "base_model", "created_at", "problem_short"]
+    list_filter = ["is_active"]
+    readonly_fields = ["name", "path", "base_model", "weights_sha256", "node_f1", "edge_f1", "is_active", "problem",
+                       "created_at", "report_summary"]  # fmt: skip
+    exclude = ["report"]
+    actions = ["make_active", "serve_base_model"]
+
+    @admin.action(description=_("Serve the selected adapter (the workers switch between jobs)"))
+    def make_active(self, request, queryset):
+        if queryset.count() != 1:
+            self.message_user(request, _("Choose exactly one adapter to serve."), messages.ERROR)
+            return
+        adapter = queryset.get()
+        try:
+            adapter.activate()
+        except adapter_files.AdapterProblem as error:
+            Adapter.objects.filter(pk=adapter.pk).update(problem=str(error)[:2000])
+            self.message_user(request, _("%(name)s was not made active: %(reason)s") % {"name": adapter.name, "reason": error},
+                              messages.ERROR)  # fmt: skip
+            return
+        wake_worker()
+        self.message_user(request, _("%(name)s is now active: the workers switch to it before their next job.")
+                          % {"name": adapter.name})  # fmt: skip
+
+    @admin.action(description=_("Serve the base model without an adapter"))
+    def serve_base_model(self, request, queryset):
+        Adapter.serve_base_model()
+        wake_worker()
+        self.message_user(request, _("No adapter is active now: the workers serve the base model (or DESCRIBER_ADAPTER)."))
+
+    @admin.display(description=_("problem"))
+    def problem_short(self, obj: Adapter) -> str:
+        return Truncator(obj.problem).chars(80)
+
+    @admin.display(description=_("training report"))
+    def report_summary(self, obj: Adapter):
+        report = obj.report or {}
+        settings_used = report.get("settings", {})
+        rows = [
+            (_("method"), settings_used.get("method", "")),
+            (_("data"), _("%(training)s training, %(validation)s validation samples (SHA-256 %(sha)s)") % {
+                "training": report.get("data", {}).get("training"), "validation": report.get("data", {}).get("validation"),
+                "sha": str(report.get("data", {}).get("sha256", ""))[:12]}),
+            (_("settings"), ", ".join(f"{key} {settings_used.get(key)}" for key in ("rank", "alpha", "learning_rate", "epochs", "repeats", "patience"))),
+            (_("stopped"), report.get("stopped", "")),
+            (_("time"), _("%(seconds)s s, %(rate)s samples/s") % {"seconds": report.get("seconds"), "rate": report.get("samples_per_second")}),
+        ]  # fmt: skip
+        epochs = [(f"{_('epoch')} {e['epoch']}", f"loss {e['train_loss']}, node F1 {e['validation'].get('node_f1')}, "
+                   f"edge F1 {e['validation'].get('edge_f1')}") for e in report.get("epochs", [])]  # fmt: skip
+        return format_html(
+            "<table>{}</table>",
+            format_html_join("", "<tr><th>{}</th><td>{}</td></tr>", [(str(label), str(value)) for label, value in rows + epochs]),
+        )
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+
 @admin.register(Conversion)
 class ConversionAdmin(admin.ModelAdmin):
-    list_display = ["__str__", "owner", "kind", "status", "stage", "coverage_percent", "attempts", "created_at", "finished_at"]
-    list_filter = ["kind", "status", "stage", "cut_off", "created_at"]
+    list_display = ["__str__", "owner", "kind", "status", "stage", "coverage_percent", "adapter_name", "attempts",
+                    "created_at", "finished_at"]  # fmt: skip
+    list_filter = ["kind", "status", "stage", "cut_off", "adapter", "created_at"]
     search_fields = ["id", "title", "original_filename", "owner__username"]
     date_hierarchy = "created_at"
     inlines = [ConversionExampleInline]

@@ -104,6 +104,11 @@ class ConversionOut(Schema):
         None, description="The coverage in detail: `labels` [{text, box [x, y, w, h] in the image's pixels, used, "
         "steps}], `steps` [{number, text, grounded, labels}], label_recall, step_precision."
     )
+    model_name: str = Field(description="The vision-language model that wrote the result, once done.")
+    adapter: str = Field(
+        "", description="The fine-tuned LoRA adapter merged into that model (its version and the start of its "
+        "weights' SHA-256), or \"\" for the base model alone.",
+    )
     timings: dict[str, int | float | None] = Field(
         description="Seconds: queue_wait_s, preprocessing_s, retrieval_s, first_token_s, generation_s, ocr_s (reading the image's text, beside the model), ocr_wait_s; "
         "tokens and tokens_per_s."
@@ -116,6 +121,10 @@ class ConversionOut(Schema):
     url: str = Field(description="This conversion in the API.")
     events_url: str = Field(description="Its live progress as Server-Sent Events.")
     page_url: str = Field(description="Its page on the web site.")
+
+    @staticmethod
+    def resolve_adapter(obj: Conversion) -> str:
+        return obj.adapter_name
 
     @staticmethod
     def resolve_graph(obj: Conversion) -> dict | None:

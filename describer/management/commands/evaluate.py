@@ -1,6 +1,8 @@
 """`manage.py evaluate DIR [--limit N] [--json OUT] [--split S] [--predict model|canonical|perturbed]`:
 the describer's real pipeline on a set made by `make_diagram_set`, scored against its ground
-truth (describer/evaluation.py). The models load as in the worker (DESCRIBER_MODEL, CLIP_MODEL)."""
+truth (describer/evaluation.py). The models load as in the worker (DESCRIBER_MODEL, CLIP_MODEL,
+and the adapter it would serve: the admin's active one, else DESCRIBER_ADAPTER); `--adapter DIR`
+scores another, `--base-model` none."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from pathlib import Path
 
 from django.core.management import BaseCommand, CommandError
 
-from describer import evaluation
+from describer import adapters, evaluation
 
 
 class Command(BaseCommand):
@@ -24,6 +26,8 @@ class Command(BaseCommand):
                             help="Which split of the set to score (default: test).")
         parser.add_argument("--predict", default="model", choices=["model", "canonical", "perturbed"],
                             help="canonical: score the items' own descriptions (the harness's self-check); perturbed: the same with steps left out and invented (to see how coverage tracks the metrics).")
+        parser.add_argument("--adapter", type=Path, default=None, help="Score the base model with this fine-tuned adapter.")
+        parser.add_argument("--base-model", action="store_true", help="Score the base model without any adapter.")
 
     def handle(self, *args, directory: Path, limit, json_path: Path | None, split: str, predict: str, **options):
         if not (directory / "manifest.json").exists():
@@ -31,7 +35,7 @@ class Command(BaseCommand):
         items = evaluation.load_items(directory, split=split, limit=limit)
         if not items:
             raise CommandError(f"{directory} has no items in the split “{split}”.")
-        runtime = self.runtime() if predict == "model" else None
+        runtime = self.runtime(self.adapter(options)) if predict == "model" else None
         with _progress(len(items)) as tick:
             results = evaluation.evaluate_set(runtime, items, predict=predict, progress=tick)
         summary = evaluation.summarise(results)
@@ -43,11 +47,22 @@ class Command(BaseCommand):
             json_path.write_text(_dumps(evaluation.as_json(results, summary)), encoding="utf-8")
             self.stdout.write(f"wrote {json_path}")
 
-    def runtime(self):
+    def adapter(self, options):
+        if options["base_model"]:
+            return None
+        path = options["adapter"] or adapters.chosen_path()
+        try:
+            return adapters.check(path) if path else None
+        except adapters.AdapterProblem as error:
+            raise CommandError(str(error)) from None
+
+    def runtime(self, adapter):
         from describer.examples import embed_pending_examples
         from describer.inference.runtime import DescriberRuntime  # only here: imports torch
 
-        runtime = DescriberRuntime.from_settings()
+        runtime = DescriberRuntime.from_settings(adapter=adapter)
+        if adapter is not None:
+            self.stderr.write(f"scoring {runtime.serving}")
         # Retrieval needs the examples embedded (the worker does it between jobs); their image
         # hashes, set then, also tell which items of the set are retrieval examples themselves.
         embedded = embed_pending_examples(runtime, limit=None)

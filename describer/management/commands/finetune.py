@@ -154,8 +154,19 @@ def resumable_run(root: Path, started_with: dict) -> Path:
     return run_dir
 
 
+def canonical_text(text: str, language: str):
+    """A curated description in the canonical layout the grammar allows, with its graph (None
+    when the text gives none: it is then trained on as it stands)."""
+    from describer import graphs
+
+    result = graphs.from_description(text, language)
+    if result.graph is None:
+        return text, None
+    return graphs.description_text(result.graph, language), result.graph
+
+
 def curated_samples() -> list:
-    from describer.inference.finetune import Sample, canonical_text
+    from describer.inference.finetune import Sample
     from describer.models import Example
 
     samples = []
