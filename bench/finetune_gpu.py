@@ -17,8 +17,7 @@ generated process descriptions as answers. In one run it measures:
 
     python bench/finetune_gpu.py --json bench/results/finetune-gpu.json
 
-Needs CUDA, torch, transformers, bitsandbytes, accelerate, peft, pydantic and Django (the wheel
-only: nothing is configured).
+Needs CUDA, torch, transformers, bitsandbytes, accelerate, peft, and pydantic (no Django).
 """
 
 from __future__ import annotations
@@ -36,6 +35,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import _without_django  # noqa: E402, F401 - before describer.inference
 
 import torch  # noqa: E402
 from PIL import Image, ImageDraw, ImageFont  # noqa: E402
@@ -68,6 +70,7 @@ def diagram(plan, size=(1600, 1200)) -> Image.Image:
 
 def samples(folder: Path, count: int) -> list[Sample]:
     found, index = [], 0
+    folder.mkdir(parents=True, exist_ok=True)
     while len(found) < count:
         plan = plan_item(15, index)
         index += 1
@@ -102,6 +105,23 @@ def train_qlora(base: Path, data: list[Sample], work: Path, steps: int) -> tuple
     gc.collect()
     torch.cuda.empty_cache()
     return final, figures
+
+
+def _time_steps() -> dict[str, list[float]]:
+    """Where a training step's time goes: preparing the sample (CPU) and the rest."""
+    from describer.inference import finetune
+
+    timing: dict[str, list[float]] = {"prepare_sample": []}
+    original = finetune._Encoder.__call__
+
+    def timed(self, sample):
+        started = time.perf_counter()
+        result = original(self, sample)
+        timing["prepare_sample"].append(time.perf_counter() - started)
+        return result
+
+    finetune._Encoder.__call__ = timed
+    return timing
 
 
 def decode_speed(runtime: DescriberRuntime, image: Image.Image, tokens: int, runs: int = 3) -> dict:
@@ -177,6 +197,8 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=256, help="decoded tokens per speed run")
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "finetune-gpu.json")
     parser.add_argument("--work", type=Path, default=None)
+    parser.add_argument("--cap-gib", type=float, default=7.0,
+                        help="cap the process's GPU memory here while training (what an 8 GB card leaves)")
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="finetune-bench-"))
     results: dict = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "python": platform.python_version()}
@@ -192,7 +214,14 @@ def main() -> None:
     data = samples(work / "images", args.steps)
     random.Random(0).shuffle(data)
 
+    total = torch.cuda.get_device_properties(0).total_memory
+    # The allocator may not reserve past the cap: a run that needed more would fail with OOM here.
+    torch.cuda.set_per_process_memory_fraction(args.cap_gib * GIB / total)
+    timing = _time_steps()
     adapter_dir, results["qlora"] = train_qlora(base, data, work / "adapters", args.steps)
+    results["qlora"]["memory_cap_gib"] = args.cap_gib
+    results["qlora"]["seconds_per_sample"] = {name: round(sum(values) / len(values), 3) for name, values in timing.items()}
+    torch.cuda.set_per_process_memory_fraction(1.0)
     print(json.dumps(results["qlora"], indent=1), flush=True)
 
     from describer.adapters import check

@@ -19,6 +19,8 @@ from django.utils.formats import number_format
 from django.utils.translation import gettext as _
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from describer.model_input import load_for_model  # noqa: F401 - where the worker's code finds it
+
 ALLOWED_FORMATS = ["PNG", "JPEG"]
 # Pillow names a JPEG with extra frames (some cameras) MPO; its first frame is a plain JPEG.
 EXTENSION_FOR_FORMAT = {"PNG": "png", "JPEG": "jpg", "MPO": "jpg"}
@@ -180,15 +182,3 @@ def thumbnail_from_bytes(content: bytes, size: int = 320) -> bytes:
         buffer = io.BytesIO()
         image.convert("RGB").save(buffer, format="JPEG", quality=80)
         return buffer.getvalue()
-
-
-def load_for_model(path, max_pixels: int) -> Image.Image:
-    """The stored upload as RGB, scaled down (never up) to at most `max_pixels`."""
-    with Image.open(path) as stored:
-        image = stored.convert("RGB")
-    pixels = image.width * image.height
-    if pixels > max_pixels:
-        scale = (max_pixels / pixels) ** 0.5
-        size = (max(1, int(image.width * scale)), max(1, int(image.height * scale)))
-        image = image.resize(size, Image.Resampling.LANCZOS)
-    return image

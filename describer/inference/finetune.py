@@ -30,7 +30,7 @@ from PIL import Image
 
 from describer import adapters, prompts
 from describer.graph.model import ProcessGraph
-from describer.images import load_for_model
+from describer.model_input import load_for_model
 from describer.inference.loading import DEFAULT_MAX_IMAGE_PIXELS, load_vlm
 
 log = logging.getLogger("describer.inference")
