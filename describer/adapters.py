@@ -181,6 +181,19 @@ def next_version(root: Path) -> str:
     return f"v{max(numbers, default=0) + 1:04d}"
 
 
+def signature(path: str) -> tuple:
+    """What changes when an adapter's files are rewritten (its report and weights)."""
+    folder = Path(path)
+    stats = []
+    for name in (REPORT_FILE, WEIGHTS_FILE):
+        try:
+            stat = (folder / name).stat()
+            stats.append((stat.st_mtime_ns, stat.st_size))
+        except OSError:
+            stats.append(None)
+    return tuple(stats)
+
+
 def chosen_path() -> str:
     """The folder of the adapter to serve now ("" for the base model): the one marked active in
     the admin, else DESCRIBER_ADAPTER. One cheap query, so the worker asks between jobs."""

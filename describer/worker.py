@@ -78,7 +78,7 @@ class JobLoop:
         self.held = HeldJobs()
         adapter = getattr(runtime, "adapter", None)
         self.serving_path = str(adapter.path) if adapter else ""
-        self.refused: set[str] = set()  # adapter folders that failed here: not tried again
+        self.refused: dict[str, tuple] = {}  # adapter folders that failed here, with their files' state
         self.wake_event = threading.Event()
         self.stop_event = threading.Event()
         self.thread: threading.Thread | None = None
@@ -137,11 +137,11 @@ class JobLoop:
     def follow_adapter_choice(self, runner) -> None:
         """Between jobs: serve the adapter chosen now (admin, else DESCRIBER_ADAPTER) if it is not
         the one loaded. One that fails its checks or its loading is refused with the reason on its
-        row, once per folder, and the current model goes on serving."""
+        row (and is not tried again until its files change), and the current model goes on serving."""
         if not self.runtime.available:
             return
         wanted = adapters.chosen_path()
-        if wanted == self.serving_path or wanted in self.refused:
+        if wanted == self.serving_path or self.refused.get(wanted) == adapters.signature(wanted):
             return
         try:
             info = adapters.check(wanted) if wanted else None
@@ -149,7 +149,7 @@ class JobLoop:
             self.runtime.reload(info)
         except Exception as error:  # noqa: BLE001 - a bad adapter must not stop the worker
             refuse_adapter(wanted, error)
-            self.refused.add(wanted)
+            self.refused[wanted] = adapters.signature(wanted)  # tried again once its files change
             return
         self.serving_path = wanted
         runner.runtime = self.runtime

@@ -259,10 +259,11 @@ def _generate(model, processor, encoder: _Encoder, samples: list[Sample], settin
             text=[prompt for prompt, _ in prompts_and_images], images=[image for _, image in prompts_and_images],
             return_tensors="pt", padding=True,
         ).to(_input_device(model))  # fmt: skip
+        # Greedy with the model's own repetition penalty, as the worker decodes (runtime.py): an
+        # adapter validated without it flipped items the worker then described wrongly.
         output = model.generate(
-            **inputs, max_new_tokens=max_new, do_sample=False, repetition_penalty=1.0,
-            temperature=None, top_p=None, top_k=None, use_cache=True,
-        )  # fmt: skip
+            **inputs, max_new_tokens=max_new, do_sample=False, temperature=None, top_p=None, top_k=None, use_cache=True
+        )
         new = output[:, inputs["input_ids"].shape[1] :]
         texts += processor.tokenizer.batch_decode(new, skip_special_tokens=True)
     return texts
@@ -294,11 +295,15 @@ def validation_loss(model, encoder: _Encoder, validation: list[Sample]) -> float
 
 
 def _save_adapter(model, target: Path) -> None:
-    scratch = target.with_name(target.name + ".writing")
+    """Written beside the old one and swapped in (the old one stays as .old until then)."""
+    scratch, old = target.with_name(target.name + ".writing"), target.with_name(target.name + ".old")
     shutil.rmtree(scratch, ignore_errors=True)
     model.save_pretrained(str(scratch))
-    shutil.rmtree(target, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        target.rename(old)
     scratch.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _checkpoint(run_dir: Path, model, optimizer, schedule, state: RunState) -> None:
@@ -324,6 +329,9 @@ def _restore(run_dir: Path, model, optimizer, schedule) -> RunState:
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
+    best, old_best = run_dir / BEST_DIR, run_dir / (BEST_DIR + ".old")
+    if not best.exists() and old_best.exists():
+        old_best.rename(best)  # killed while swapping in a new best: the checkpoint still names the old one
     checkpoint = run_dir / CHECKPOINT_DIR
     if not (checkpoint / STATE_FILE).is_file():
         checkpoint = run_dir / (CHECKPOINT_DIR + ".old")  # killed between the two renames
