@@ -285,7 +285,11 @@ def note_adapter_served(runtime) -> None:
     if runtime.adapter is None:
         runtime.adapter_id = None
         return
-    runtime.adapter_id = Adapter.register(runtime.adapter).pk
+    try:
+        runtime.adapter_id = Adapter.register(runtime.adapter).pk
+    except DatabaseError:  # results still name it (adapter_name); the row is made at the next switch
+        log.warning("adapter %s: its row could not be written (database unavailable)", runtime.adapter.label)
+        runtime.adapter_id = None
     log.info("serving %s (merge %.1f s, load %.1f s)", runtime.serving, runtime.load_seconds.get("merge_s", 0),
              runtime.load_seconds.get("load_s", 0))  # fmt: skip
 
@@ -294,10 +298,11 @@ class UnavailableRuntime:
     """Stands in for the models when they could not be loaded: every job fails
     with the loading error, which tells the admin what to fix."""
 
-    model_name = "unavailable"
+    model_name = serving = "unavailable"
     device = "none"
     is_tiny = False
     available = False
+    adapter = adapter_id = None
 
     def __init__(self, error: Exception) -> None:
         self.error = error

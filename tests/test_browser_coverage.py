@@ -238,3 +238,37 @@ def test_the_panel_and_the_boxes_arrive_with_the_result_over_the_websocket(tmp_p
         assert page_errors == []
     finally:
         stop(server)
+
+
+def test_the_page_names_the_model_and_adapter_that_wrote_it(live_server, page, page_errors, user, described, staff_user):
+    from describer.models import Adapter
+
+    adapter = Adapter.objects.create(
+        name="v0003", path="/data/adapters/v0003", base_model="Qwen/Qwen2.5-VL-3B-Instruct", weights_sha256="ab" * 32,
+        node_f1=0.94, edge_f1=0.91, is_active=True,
+        report={"settings": {"method": "QLoRA (4-bit NF4 base)", "rank": 16, "alpha": 32, "learning_rate": 0.0002,
+                             "epochs": 3, "repeats": 1, "patience": 2},
+                "data": {"training": 180, "validation": 20, "sha256": "cd" * 32}, "stopped": "epochs", "seconds": 4620,
+                "samples_per_second": 0.4,
+                "epochs": [{"epoch": 1, "train_loss": 0.41, "validation": {"node_f1": 0.88, "edge_f1": 0.85}}]},
+    )  # fmt: skip
+    conversion = described(model_name="Qwen/Qwen2.5-VL-3B-Instruct", adapter=adapter, adapter_name="v0003 (abababababab)")
+    open_page(page, live_server.url, user, conversion)
+    assert page.inner_text(".written-by") == (
+        "Qwen/Qwen2.5-VL-3B-Instruct with the fine-tuned adapter v0003 (abababababab)"
+    )
+    assert "a fine-tuned adapter wrote this" in page.inner_text(".examples-used")
+    screenshot(page, "result-written-by-adapter")
+    base = described(model_name="Qwen/Qwen2.5-VL-3B-Instruct")
+    page.goto(f"{live_server.url}{base.get_absolute_url()}")
+    assert page.inner_text(".written-by") == "Qwen/Qwen2.5-VL-3B-Instruct (base model, no adapter)"
+
+    page.context.clear_cookies()
+    log_in(page, live_server.url, staff_user.username, PASSWORD)
+    page.goto(f"{live_server.url}/admin/describer/adapter/")
+    assert "v0003" in page.inner_text("#result_list")
+    screenshot(page, "admin-adapters")
+    page.goto(f"{live_server.url}/admin/describer/adapter/{adapter.pk}/change/")
+    assert "QLoRA (4-bit NF4 base)" in page.inner_text("body")
+    screenshot(page, "admin-adapter-report")
+    assert page_errors == []

@@ -295,6 +295,22 @@ def test_staff_switch_the_adapter_in_the_admin_and_the_worker_follows_between_jo
     other.refresh_from_db()
     assert not other.is_active and "trained on Qwen/Other" in other.problem
 
+    # One whose checks pass but whose weights do not load: the model before it comes back.
+    quick_adapter.activate()
+    loop.follow_adapter_choice(runner)
+    assert runtime.adapter.name == "v0001"
+    unloadable = tmp_path / "unloadable"
+    shutil.copytree(quick_adapter.path, unloadable, ignore=shutil.ignore_patterns("merged"))
+    config = json.loads((unloadable / adapters.CONFIG_FILE).read_text())
+    (unloadable / adapters.CONFIG_FILE).write_text(json.dumps({**config, "target_modules": "no_such_layer"}))
+    Adapter.register(adapters.check(unloadable)).activate()
+    loop.follow_adapter_choice(runner)
+    assert runtime.adapter.name == "v0001" and runtime.adapter_id == quick_adapter.pk and runtime.model is not None
+    assert not Adapter.objects.get(path=str(unloadable)).is_active
+    assert Adapter.objects.get(path=str(unloadable)).problem.startswith(f"The adapter {unloadable} could not be merged into")
+    client.post(changelist, {"action": "serve_base_model", "_selected_action": [quick_adapter.pk]})
+    loop.follow_adapter_choice(runner)
+
     # One that breaks after it was made active: the worker refuses it and goes on serving.
     quick_adapter.activate()
     _truncate(Path(quick_adapter.path) / adapters.WEIGHTS_FILE)

@@ -111,7 +111,12 @@ def merged_with_adapter(source: str, adapter_path: Path, *, cache_dir: str = "")
         base = Qwen2_5_VLForConditionalGeneration.from_pretrained(
             source, dtype=dtype, device_map="cpu", cache_dir=cache_dir or None
         )
+    try:
         merged = PeftModel.from_pretrained(base, str(adapter_path)).merge_and_unload()
+    except Exception as error:
+        logger.exception("Merging the adapter %s failed.", adapter_path)
+        raise ModelUnavailable(f"The adapter {adapter_path} could not be merged into {source}: {short_reason(error)}") from error
+    with _load_errors(source, setting="DESCRIBER_MODEL"):
         merged.save_pretrained(scratch)
         AutoProcessor.from_pretrained(source, cache_dir=cache_dir or None).save_pretrained(scratch)
     marker = Path(source) / TINY_MARKER

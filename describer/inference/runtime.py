@@ -65,6 +65,21 @@ class GenerationRequest:
         return [item["image"] for item in _content_items(self.messages) if _is_image_item(item)]
 
 
+def _load_weights(options: dict[str, Any], adapter) -> tuple[Any, Any, dict[str, float]]:
+    """The vision-language model as `DescriberRuntime.load` was asked for it, with `adapter` merged
+    in (or none), and how long the merge and the load took."""
+    started = time.monotonic()
+    source = options["vlm_source"]
+    weights = merged_with_adapter(source, adapter.path, cache_dir=options["cache_dir"]) if adapter else source
+    merged_at = time.monotonic()
+    model, processor = load_vlm(
+        weights, max_vram=options["max_vram"], max_ram=options["max_ram"], quantization=options["quantization"],
+        cache_dir=options["cache_dir"], max_pixels=options["max_pixels"],
+    )  # fmt: skip
+    seconds = {"merge_s": round(merged_at - started, 3), "load_s": round(time.monotonic() - merged_at, 3)}
+    return model, processor, seconds
+
+
 def _content_items(messages: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
     if not isinstance(messages, list) or not messages:
         raise ValueError("messages must be a non-empty list of {'role': ..., 'content': ...} dicts.")
@@ -151,18 +166,7 @@ class DescriberRuntime:
         model is the base with the adapter merged in (loading.merged_with_adapter)."""
         vlm_source, clip_source = str(vlm_source), str(clip_source)
         options = {key: value for key, value in locals().items() if key not in ("cls", "adapter", "clip_source")}
-        started = time.monotonic()
-        weights = merged_with_adapter(vlm_source, adapter.path, cache_dir=cache_dir) if adapter else vlm_source
-        merged_at = time.monotonic()
-        model, processor = load_vlm(
-            weights,
-            max_vram=max_vram,
-            max_ram=max_ram,
-            quantization=quantization,
-            cache_dir=cache_dir,
-            max_pixels=max_pixels,
-        )
-        loaded_at = time.monotonic()
+        model, processor, seconds = _load_weights(options, adapter)
         clip = load_clip(clip_source, cache_dir)
         tiny = is_tiny_model(vlm_source)
         name = "tiny random Qwen2.5-VL (writes nonsense)" if tiny else vlm_source
@@ -175,21 +179,21 @@ class DescriberRuntime:
             time_limit_s=time_limit_s,
             cuda_graphs=cuda_graphs,
         )
-        runtime.adapter, runtime.load_options = adapter, options
-        runtime.load_seconds = {"merge_s": round(merged_at - started, 3), "load_s": round(loaded_at - merged_at, 3)}
+        runtime.adapter, runtime.load_options, runtime.load_seconds = adapter, options, seconds
         return runtime
 
     def reload(self, adapter) -> None:
         """Serve `adapter` (or the base model for None) from now on, keeping CLIP. The old weights
         go first (an 8 GB card holds one copy); if the new ones fail to load, the old come back
         and the error is raised."""
-        previous = self.adapter
+        previous, previous_id = self.adapter, self.adapter_id
         self._unload_vlm()
         try:
             self._load_vlm(adapter)
         except Exception:
             self._unload_vlm()
             self._load_vlm(previous)
+            self.adapter_id = previous_id
             raise
 
     def _unload_vlm(self) -> None:
@@ -202,18 +206,9 @@ class DescriberRuntime:
             torch.cuda.empty_cache()
 
     def _load_vlm(self, adapter) -> None:
-        options = self.load_options
-        started = time.monotonic()
-        source = options["vlm_source"]
-        weights = merged_with_adapter(source, adapter.path, cache_dir=options["cache_dir"]) if adapter else source
-        merged_at = time.monotonic()
-        self.model, self.processor = load_vlm(
-            weights, max_vram=options["max_vram"], max_ram=options["max_ram"], quantization=options["quantization"],
-            cache_dir=options["cache_dir"], max_pixels=options["max_pixels"],
-        )  # fmt: skip
-        self.decoder = _fast_decoder(self.model, cuda_graphs=options["cuda_graphs"])
+        self.model, self.processor, self.load_seconds = _load_weights(self.load_options, adapter)
+        self.decoder = _fast_decoder(self.model, cuda_graphs=self.load_options["cuda_graphs"])
         self.adapter, self.adapter_id = adapter, None
-        self.load_seconds = {"merge_s": round(merged_at - started, 3), "load_s": round(time.monotonic() - merged_at, 3)}
 
     @property
     def serving(self) -> str:
