@@ -326,3 +326,25 @@ def test_the_admin_shows_the_training_report(quick_adapter, client, staff_user):
     client.force_login(staff_user)
     page = client.get(f"/admin/describer/adapter/{quick_adapter.pk}/change/").content.decode()
     assert "LoRA, float32 base on the CPU" in page and "epoch 1" in page and quick_adapter.weights_sha256 in page
+
+
+@pytest.mark.django_db
+def test_running_out_of_gpu_memory_stops_with_advice_and_keeps_the_finished_epochs(trainable, tmp_path, monkeypatch):
+    import torch
+
+    from describer.inference import finetune as training
+
+    write_generated_set(tmp_path / "four", count=4)
+    real_epoch, calls = training._train_epoch, []
+
+    def second_epoch_runs_out(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(training, "_train_epoch", second_epoch_runs_out)
+    with pytest.raises(CommandError, match="The GPU ran out of memory in epoch 2.*run again with --resume"):
+        finetune("--generated", str(tmp_path / "four"), "--epochs", "2", *LEARN)
+    assert (trainable.ADAPTERS_DIR / "v0001.partial" / "checkpoint" / "trainer_state.pt").is_file()
+    assert not Adapter.objects.exists()

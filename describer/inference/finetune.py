@@ -31,7 +31,7 @@ from PIL import Image
 from describer import adapters, prompts
 from describer.graph.model import ProcessGraph
 from describer.model_input import load_for_model
-from describer.inference.loading import DEFAULT_MAX_IMAGE_PIXELS, load_vlm
+from describer.inference.loading import DEFAULT_MAX_IMAGE_PIXELS, is_cuda_oom, load_vlm
 
 log = logging.getLogger("describer.inference")
 
@@ -126,7 +126,16 @@ def train(
         torch.cuda.reset_peak_memory_stats()
     stopped = "epochs"
     for epoch in range(state.epoch + 1, settings.epochs + 1):
-        loss = _train_epoch(model, encoder, training, optimizer, schedule, settings, epoch, progress_file)
+        try:
+            loss = _train_epoch(model, encoder, training, optimizer, schedule, settings, epoch, progress_file)
+        except Exception as error:
+            if not is_cuda_oom(error):
+                raise
+            raise TrainingStopped(
+                f"The GPU ran out of memory in epoch {epoch}. Lower DESCRIBER_MAX_PIXELS (fewer image tokens) or "
+                "--rank, or free the GPU (stop the worker while training on a small card); the finished epochs "
+                "are kept: run again with --resume."
+            ) from error
         state.samples_seen += settings.repeats * len(training)
         figures = {"epoch": epoch, "train_loss": round(loss, 4), "validation": validate(model, processor, validation, settings)}
         figures["validation"]["loss"] = round(validation_loss(model, encoder, validation), 5)
