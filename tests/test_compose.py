@@ -116,7 +116,16 @@ def test_model_cache_volume_is_the_hugging_face_home_of_the_worker():
     assert mounts("worker")["model-cache"] == hf_home
     assert "model-cache" not in mounts("web")
     assert dockerfile_env()["TINY_MODELS_DIR"].startswith(hf_home + "/")
-    assert set(COMPOSE["volumes"]) == {"pgdata", "media", "model-cache"}
+    assert set(COMPOSE["volumes"]) == {"pgdata", "media", "model-cache", "adapters"}
+
+
+def test_adapters_volume_is_written_by_the_worker_and_read_by_the_web():
+    adapters_dir = environment("worker")["ADAPTERS_DIR"]
+    assert environment("web")["ADAPTERS_DIR"] == adapters_dir
+    # The worker's finetune writes versions, and the worker merges each once into its folder.
+    assert mounts("worker")["adapters"] == adapters_dir
+    # The admin only checks an adapter before making it active.
+    assert mounts("web")["adapters"] == f"{adapters_dir}:ro"
 
 
 def test_the_model_memory_defaults_suit_an_8_gb_gpu():
