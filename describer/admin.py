@@ -236,6 +236,11 @@ class AdapterAdmin(admin.ModelAdmin):
     def has_add_permission(self, request) -> bool:
         return False
 
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        # Every field is read-only (the command writes them): no Save buttons that save nothing.
+        hidden = {"show_save": False, "show_save_and_continue": False, "show_save_and_add_another": False}
+        return super().change_view(request, object_id, form_url, {**hidden, **(extra_context or {})})
+
 
 @admin.register(Conversion)
 class ConversionAdmin(admin.ModelAdmin):

@@ -326,6 +326,7 @@ def test_the_admin_shows_the_training_report(quick_adapter, client, staff_user):
     client.force_login(staff_user)
     page = client.get(f"/admin/describer/adapter/{quick_adapter.pk}/change/").content.decode()
     assert "LoRA, float32 base on the CPU" in page and "epoch 1" in page and quick_adapter.weights_sha256 in page
+    assert 'name="_save"' not in page and 'name="_continue"' not in page  # nothing on it can be edited
 
 
 @pytest.mark.django_db
