@@ -38,8 +38,15 @@ messages: venv
 		--ignore=.venv --ignore=node_modules --ignore=var --ignore=examples --ignore=bench
 	$(PY) manage.py compilemessages --ignore=.venv
 
+PORT ?= 8000
+
+# A development site: its database made if missing, migrated, the starter examples loaded into an
+# empty one (as the container does), then daphne on PORT (`make run-web PORT=8001`).
 run-web: venv
-	$(PY) manage.py migrate && $(VENV)/bin/daphne -b 127.0.0.1 -p 8000 diagramsite.asgi:application
+	bash scripts/ensure_database.sh
+	$(PY) manage.py migrate
+	$(PY) manage.py import_examples examples/starter --if-empty
+	$(VENV)/bin/daphne -b 127.0.0.1 -p $(PORT) diagramsite.asgi:application
 
 run-worker: venv
 	$(PY) manage.py runworker describer-gpu

@@ -298,3 +298,30 @@ async def test_with_the_channel_layer_down_the_stream_polls_the_saved_text(open_
     await update(status=Conversion.Status.DONE, stage=Conversion.Stage.FINISHED)
     assert (await stream.next())[0] == "finished"
     assert await stream.ended()
+
+
+def test_daphne_names_the_status_of_every_api_error(raw_token, tmp_path):
+    """Twisted's status table lacks 422 and 429: they went out as "Unknown Status"."""
+    import http.client
+    from http import HTTPStatus
+
+    port = free_port()
+    server = start_daphne(port, tmp_path / "daphne.log", DJANGO_ALLOWED_HOSTS="127.0.0.1,localhost",
+                          API_JOBS_PER_MINUTE="1")  # fmt: skip
+    headers = {"Authorization": f"Bearer {raw_token}", "Content-Type": "application/json"}
+    try:
+        statuses = []
+        # An empty text, then jobs until the limit (1 a minute, whichever minute they fall in) refuses one.
+        for text in ("", *["A customer orders; the shop ships."] * 4):
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            connection.request("POST", "/api/v1/conversions/text-to-diagram", json.dumps({"text": text}), headers)
+            response = connection.getresponse()
+            statuses.append((response.status, response.reason))
+            connection.close()
+            if response.status == 429:
+                break
+    finally:
+        stop(server)
+    assert statuses[0] == (422, HTTPStatus(422).phrase) and statuses[-1] == (429, "Too Many Requests")
+    assert all(reason == HTTPStatus(status).phrase for status, reason in statuses), statuses
+    assert "Unknown" not in HTTPStatus(422).phrase
