@@ -13,7 +13,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_make_run_web_creates_the_database_loads_the_examples_and_takes_a_port():
-    plan = subprocess.run(["make", "-n", "run-web", "PORT=8123"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    # Run by `make test` itself: without the parent's flags, which make this one print its directory.
+    env = {name: value for name, value in os.environ.items() if name not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    plan = subprocess.run(["make", "--no-print-directory", "-n", "run-web", "PORT=8123"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, check=True).stdout  # fmt: skip
     steps = [line for line in plan.splitlines() if line.strip()]
     assert steps[-4:] == [
         "bash scripts/ensure_database.sh",
