@@ -220,11 +220,7 @@ def _train_epoch(model, encoder, training, optimizer, schedule, settings, epoch,
     total, device = 0.0, _input_device(model)
     bar = tqdm(order, desc=f"epoch {epoch}/{settings.epochs}", unit="sample", file=progress_file, leave=True)
     for count, sample in enumerate(bar, 1):
-        inputs, predicting = encoder(sample)
-        inputs = {key: value.to(device) for key, value in inputs.items()}
-        outputs = model(**inputs, logits_to_keep=predicting.to(device), use_cache=False)
-        targets = inputs["input_ids"][0, predicting.to(device) + 1]
-        loss = torch.nn.functional.cross_entropy(outputs.logits[0].float(), targets)
+        loss, _ = _answer_loss(model, *encoder(sample), device)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
         optimizer.step()
@@ -234,6 +230,16 @@ def _train_epoch(model, encoder, training, optimizer, schedule, settings, epoch,
         bar.set_postfix(loss=f"{total / count:.4f}")
     bar.close()
     return total / max(len(order), 1)
+
+
+def _answer_loss(model, inputs: dict, predicting: torch.Tensor, device) -> tuple[torch.Tensor, int]:
+    """The mean loss over the answer's tokens, the output head applied at those positions only;
+    and how many tokens that is."""
+    inputs = {key: value.to(device) for key, value in inputs.items()}
+    predicting = predicting.to(device)
+    logits = model(**inputs, logits_to_keep=predicting, use_cache=False).logits[0].float()
+    targets = inputs["input_ids"][0, predicting + 1]
+    return torch.nn.functional.cross_entropy(logits, targets), len(targets)
 
 
 def _input_device(model) -> torch.device:
@@ -293,21 +299,24 @@ def validation_loss(model, encoder: _Encoder, validation: list[Sample]) -> float
     total = count = 0.0
     device = _input_device(model)
     for sample in validation:
-        inputs, predicting = encoder(sample)
-        inputs = {key: value.to(device) for key, value in inputs.items()}
-        logits = model(**inputs, logits_to_keep=predicting.to(device), use_cache=False).logits[0].float()
-        targets = inputs["input_ids"][0, predicting.to(device) + 1]
-        total += torch.nn.functional.cross_entropy(logits, targets, reduction="sum").item()
-        count += len(targets)
+        loss, tokens = _answer_loss(model, *encoder(sample), device)
+        total += loss.item() * tokens
+        count += tokens
     model.train()
     return total / count if count else 0.0
 
 
 def _save_adapter(model, target: Path) -> None:
-    """Written beside the old one and swapped in (the old one stays as .old until then)."""
-    scratch, old = target.with_name(target.name + ".writing"), target.with_name(target.name + ".old")
+    scratch = target.with_name(target.name + ".writing")
     shutil.rmtree(scratch, ignore_errors=True)
     model.save_pretrained(str(scratch))
+    _swap_in(scratch, target)
+
+
+def _swap_in(scratch: Path, target: Path) -> None:
+    """Put a fully written folder in place of `target`; the old one stays as .old until then,
+    so a run killed meanwhile keeps one of the two (_restore looks for it)."""
+    old = target.with_name(target.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
     if target.exists():
         target.rename(old)
@@ -326,12 +335,7 @@ def _checkpoint(run_dir: Path, model, optimizer, schedule, state: RunState) -> N
          "rng": torch.get_rng_state()},
         scratch / STATE_FILE,
     )  # fmt: skip
-    old = run_dir / (CHECKPOINT_DIR + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if (run_dir / CHECKPOINT_DIR).exists():
-        (run_dir / CHECKPOINT_DIR).rename(old)
-    scratch.rename(run_dir / CHECKPOINT_DIR)
-    shutil.rmtree(old, ignore_errors=True)
+    _swap_in(scratch, run_dir / CHECKPOINT_DIR)
 
 
 def _restore(run_dir: Path, model, optimizer, schedule) -> RunState:
