@@ -68,6 +68,11 @@ LABELS_JS = """svg => Array.from(svg.querySelectorAll('text')).map(text => {
 }).join('|')"""
 
 
+def set_code(page, code: str) -> None:
+    """Replace the editor's code as one edit (typing is tested in test_browser_editor.py)."""
+    page.evaluate("code => document.querySelector('#diagram').mermaidEditor.setCode(code)", code)
+
+
 def preview_text(page) -> str:
     return page.eval_on_selector(".diagram-preview svg", LABELS_JS)
 
@@ -97,13 +102,14 @@ def test_broken_code_shows_the_parsers_message_and_line_and_can_go_back_for_repa
 
     error = page.locator("[data-error]")
     assert error.is_visible()
-    assert "Parse error" in page.inner_text("[data-error-message]")
-    assert page.inner_text("[data-error-line]") == "Line 3"
+    assert page.inner_text("[data-error-message]").startswith("Line 3: Mermaid expected")
+    assert page.inner_text("[data-error-line]") == "Go to line 3"
     assert "3 attempts left" in error.inner_text()
     assert page.is_disabled("button[data-export=png]")
 
     page.click("[data-error-line]")
-    selected = page.eval_on_selector("#mermaid-code", "t => t.value.slice(t.selectionStart, t.selectionEnd)")
+    selected = page.evaluate("""() => { const view = document.querySelector('#diagram').mermaidEditor.view;
+        const range = view.state.selection.main; return view.state.sliceDoc(range.from, range.to); }""")
     assert selected == '    B --> C[["Шаг"]'
 
     page.click("[data-repair-form] button[type=submit]")
@@ -119,12 +125,12 @@ def test_edits_redraw_live_save_as_versions_and_restore(open_diagram, page, page
     conversion = open_diagram(RUSSIAN)
     page.evaluate("window.stillTheSamePage = true")
 
-    page.fill("#mermaid-code", RUSSIAN + "\n    E --> F{")
+    set_code(page, RUSSIAN + "\n    E --> F{")
     page.wait_for_selector("#diagram[data-state=error]")
     assert page.locator("[data-error]").is_visible()
     assert page.locator("[data-dirty]").is_visible()
 
-    page.fill("#mermaid-code", RUSSIAN + '\n    E --> F(["Архив"])')
+    set_code(page, RUSSIAN + '\n    E --> F(["Архив"])')
     page.wait_for_selector("#diagram[data-state=ok]")
     assert "Архив" in preview_text(page).split("|")
 

@@ -49,6 +49,7 @@
     try {
       var result = await viewer.importXML(await fetchXml(container.getAttribute("data-bpmn-url")));
       viewer.get("canvas").zoom("fit-viewport", "auto");
+      addControls(container, viewer.get("canvas"));
       var warnings = result.warnings.map(warningText);
       show(list, warnings);
       container.setAttribute("data-bpmn-state", warnings.length ? "warnings" : "ok");
@@ -57,6 +58,20 @@
       show(list, [warningText(error)].concat((error.warnings || []).map(warningText)));
       container.setAttribute("data-bpmn-state", "error");
     }
+  }
+
+  // Buttons and fullscreen beside bpmn-js's own wheel zoom and drag (static/js/diagram-zoom.js).
+  function addControls(container, canvas) {
+    if (!window.DiagramZoom) return;
+    container.classList.add("zoom-frame");
+    var fit = function () { canvas.resized(); canvas.zoom("fit-viewport", "auto"); };
+    DiagramZoom.controls(container, {
+      in: function () { canvas.zoom(canvas.zoom() * 1.25); },
+      out: function () { canvas.zoom(canvas.zoom() / 1.25); },
+      fit: fit,
+      fullscreen: function () { DiagramZoom.toggleFullscreen(container); }
+    });
+    document.addEventListener("fullscreenchange", function () { setTimeout(fit, 50); });
   }
 
   var PENDING = "[data-bpmn-url]:not([data-bpmn-state])";

@@ -1,9 +1,11 @@
 // The Mermaid editor of text → diagram results (templates/describer/_diagram.html).
-// Loaded only on pages that need it, after the vendored mermaid.min.js.
+// Loaded only on pages that need it, after the vendored mermaid.min.js, codemirror.min.js and
+// svg-pan-zoom.min.js, and static/js/parse-message.js and diagram-zoom.js.
 //
-// The code is parsed by Mermaid's own parser before it is drawn, re-drawn as it is edited
-// (debounced), and parse errors are shown with their line. Exports are made here from the
-// drawn SVG: SVG, PNG (2× scale, white or transparent) and .mmd, downloaded as Blobs.
+// The code is edited in CodeMirror 6 (line numbers, Mermaid highlighting), parsed by Mermaid's
+// own parser before it is drawn, re-drawn as it is edited (debounced); a parse error is said
+// in plain words and marked on its line. The preview zooms, pans and goes fullscreen. Exports
+// are made here: SVG, PNG (2× scale, white or transparent) and .mmd, downloaded as Blobs.
 (function () {
   "use strict";
 
@@ -11,21 +13,31 @@
   var PNG_SCALE = 2;
   var FONT_FAMILY = '"DejaVu Sans", Verdana, Arial, sans-serif';  // has Cyrillic everywhere it exists
 
-  mermaid.initialize({
-    startOnLoad: false,
-    // Model output is untrusted: no scripts, no links, labels sanitised by Mermaid.
-    securityLevel: "strict",
-    // Labels as SVG text, not HTML in <foreignObject>: that would taint the canvas of the PNG export.
-    htmlLabels: false,
-    // An explicit wrapping width: without it Mermaid 12 wraps Cyrillic labels after every word.
-    flowchart: {htmlLabels: false, wrappingWidth: 200},
-    fontFamily: FONT_FAMILY,
-    suppressErrorRendering: true,
-    // Settings a %%{init}%% directive in the code may not change (Mermaid's default list, plus
-    // the label and font settings above: a directive could otherwise turn HTML labels back on).
-    secure: ["secure", "securityLevel", "startOnLoad", "maxTextSize", "suppressErrorRendering", "maxEdges",
-      "htmlLabels", "flowchart", "fontFamily", "themeCSS", "themeVariables", "dompurifyConfig"]
-  });
+  // Settings no %%{init}%% directive in the code may change (Mermaid's default list, plus the
+  // label and font settings below: a directive could otherwise turn HTML labels back on).
+  var SECURE_KEYS = ["secure", "securityLevel", "startOnLoad", "maxTextSize", "suppressErrorRendering", "maxEdges",
+    "htmlLabels", "flowchart", "fontFamily", "themeCSS", "themeVariables", "dompurifyConfig"];
+
+  function configure(theme) {
+    mermaid.initialize({
+      startOnLoad: false,
+      // Model output is untrusted: no scripts, no links, labels sanitised by Mermaid.
+      securityLevel: "strict",
+      // Labels as SVG text, not HTML in <foreignObject>: that would taint the canvas of the PNG
+      // export, and exported SVGs would not open in drawing programs. See labelSafeCode below.
+      htmlLabels: false,
+      // An explicit wrapping width: without it Mermaid 12 wraps Cyrillic labels after every word.
+      flowchart: {htmlLabels: false, wrappingWidth: 200},
+      fontFamily: FONT_FAMILY,
+      theme: theme,
+      suppressErrorRendering: true,
+      secure: SECURE_KEYS
+    });
+  }
+
+  function pageTheme() {
+    return document.documentElement.dataset.theme === "dark" ? "dark" : "default";
+  }
 
   // Mermaid keeps global state while it works: one parse or render at a time.
   var queue = Promise.resolve();
@@ -37,32 +49,59 @@
     return result;
   }
 
-  // {svg: SVGSVGElement} or {error: "message", line: 3 | null}
-  function renderCode(code) {
+  // {svg: SVGSVGElement} or {error: <the thrown error>}. Exports draw in the light theme.
+  function renderCode(code, theme) {
     return serially(async function () {
       try {
+        configure(theme || pageTheme());
         await mermaid.parse(code);
         renderCount += 1;
-        var result = await mermaid.render("mermaid-diagram-" + renderCount, code);
-        return {svg: importSvg(result.svg)};
+        var result = await mermaid.render("mermaid-diagram-" + renderCount, labelSafeCode(code));
+        var svg = importSvg(result.svg);
+        decodeLabelEntities(svg);
+        return {svg: svg};
       } catch (error) {
-        return {error: errorMessage(error), line: errorLine(error)};
+        return {error: error};
       }
     });
   }
 
-  function errorMessage(error) {
-    var message = (error && (error.message || error.str)) || String(error);
-    return message.replace(/^Error: /, "");
+  // --- Labels drawn as SVG text ------------------------------------------------------------
+  // With SVG-text labels Mermaid 12 drops a ">" written in a label ("y > 5" is drawn "y 5") and
+  // writes entity codes (#quot;, #35;) out as HTML entities, literally "&quot;"
+  // (mermaid-js/mermaid#7015). So for drawing only, a ">" inside label text becomes the entity
+  // code #gt;, and after drawing every entity (and any placeholder Mermaid left) in the SVG's
+  // text is turned into its character, as text: never parsed as markup.
+  var LABEL_PARTS = [/"[^"\n]*"/g, /\|[^|\n]*\|/g, /\[[^\]"\n]*\]/g, /\([^)"\n]*\)/g, /\{[^}"\n]*\}/g];
+  var ENTITY = /(?:&|\uFB02\xB0)(#|\xB0)?([0-9]+|[A-Za-z][A-Za-z0-9]*)(?:;|\xB6\xDF)/g;
+
+  function labelSafeCode(code) {
+    return code.split("\n").map(function (line) {
+      if (/^\s*%%/.test(line)) return line;  // comments and %%{init}%% directives
+      LABEL_PARTS.forEach(function (part) {
+        line = line.replace(part, function (label) { return label.replace(/>/g, "#gt;"); });
+      });
+      return line;
+    }).join("\n");
   }
 
-  // Mermaid's parsers report where the failing token is: hash.loc (Jison, 1-based lines);
-  // otherwise the message's "on line N", if any.
-  function errorLine(error) {
-    var loc = error && error.hash && error.hash.loc;
-    if (loc && loc.first_line) return loc.first_line;
-    var match = /line (\d+)/i.exec(errorMessage(error));
-    return match ? Number(match[1]) : null;
+  var entityDecoder = document.createElement("textarea");
+
+  function decodeEntity(numeric, name) {
+    if (numeric) {
+      var code = Number(name);
+      return code > 0 && code <= 0x10FFFF ? String.fromCodePoint(code) : "";
+    }
+    entityDecoder.innerHTML = "&" + name + ";";  // name is letters and digits only
+    return entityDecoder.value;
+  }
+
+  function decodeLabelEntities(svg) {
+    var walker = document.createTreeWalker(svg, NodeFilter.SHOW_TEXT);
+    for (var node = walker.nextNode(); node; node = walker.nextNode()) {
+      var decoded = node.data.replace(ENTITY, function (m, numeric, name) { return decodeEntity(numeric, name); });
+      if (decoded !== node.data) node.data = decoded;
+    }
   }
 
   // Mermaid (strict) already sanitises labels; this second pass makes sure that nothing
@@ -138,27 +177,67 @@
   }
 
   // --- One editor --------------------------------------------------------------------------
+  // The <textarea> stays the form's field (and the editor without JavaScript); CodeMirror is
+  // drawn in its place and writes every change back into it.
 
   function Editor(root) {
     this.root = root;
     this.code = root.querySelector("[data-code]");
     this.preview = root.querySelector("[data-preview]");
     this.errorBox = root.querySelector("[data-error]");
+    this.phrases = MermaidParseMessage.phrasesFrom(root.querySelector("template[data-parse-phrases]"));
     this.saved = this.code.value;
     this.svg = null;
+    this.zoom = null;
     this.generation = 0;
     this.timer = null;
+    this.view = this.mountCodeMirror();
     this.bind();
     this.render();
   }
 
+  Editor.prototype.mountCodeMirror = function () {
+    var editor = this;
+    var CM = window.CodeMirror;
+    var view = new CM.EditorView({
+      doc: this.code.value,
+      extensions: [
+        CM.basicSetup,
+        CM.mermaid(),
+        CM.syntaxHighlighting(CM.classHighlighter),  // .tok-* classes, coloured by diagrams.css
+        CM.lintGutter(),
+        CM.EditorView.lineWrapping,
+        CM.EditorView.contentAttributes.of({"aria-label": this.root.dataset.codeLabel || "Mermaid code",
+          spellcheck: "false", autocapitalize: "off", "data-code-editor": ""}),
+        CM.EditorView.updateListener.of(function (update) {
+          if (update.docChanged) editor.changed();
+        })
+      ]
+    });
+    this.code.hidden = true;
+    this.code.insertAdjacentElement("afterend", view.dom);
+    return view;
+  };
+
+  Editor.prototype.text = function () {
+    return this.view.state.doc.toString();
+  };
+
+  // Replaces the whole code (tests and the version restore use it), as an edit would.
+  Editor.prototype.setCode = function (code) {
+    this.view.dispatch({changes: {from: 0, to: this.view.state.doc.length, insert: code}});
+  };
+
+  Editor.prototype.changed = function () {
+    var editor = this;
+    this.code.value = this.text();
+    this.markDirty();
+    clearTimeout(this.timer);
+    this.timer = setTimeout(function () { editor.render(); }, RENDER_DELAY_MS);
+  };
+
   Editor.prototype.bind = function () {
     var editor = this;
-    this.code.addEventListener("input", function () {
-      editor.markDirty();
-      clearTimeout(editor.timer);
-      editor.timer = setTimeout(function () { editor.render(); }, RENDER_DELAY_MS);
-    });
     this.root.querySelector("[data-error-line]").addEventListener("click", function (event) {
       editor.selectLine(Number(event.currentTarget.dataset.line));
     });
@@ -172,74 +251,129 @@
         editor.markDirty();
       }
     });
+    var repair = this.root.querySelector("[data-repair-form]");
+    if (repair) repair.addEventListener("submit", function () { editor.saved = editor.code.value; });
+    document.addEventListener("themechange", function () {
+      if (document.contains(editor.root)) editor.render();
+    });
   };
 
   Editor.prototype.render = function () {
     var editor = this;
-    var code = this.code.value;
+    var code = this.text();
     var generation = ++this.generation;
     this.root.dataset.state = "rendering";
     if (!code.trim()) {
-      this.show({error: this.root.dataset.emptyMessage, line: null, empty: true}, code);
+      this.showEmpty();
       return Promise.resolve();
     }
     return renderCode(code).then(function (result) {
-      if (generation === editor.generation) editor.show(result, code);  // else a newer edit is drawing
+      if (generation !== editor.generation) return;  // a newer edit is drawing
+      if (result.error) editor.showError(MermaidParseMessage.explain(result.error, editor.phrases, code), code);
+      else editor.showDrawing(result.svg);
     });
   };
 
-  Editor.prototype.show = function (result, code) {
-    var failed = Boolean(result.error);
-    this.root.querySelector("[data-parse-error]").value = failed && !result.empty ? result.error : "";
-    this.errorBox.hidden = !failed || result.empty;
-    if (failed) {
-      this.showError(result, code);
-      if (result.empty) this.preview.replaceChildren(paragraph(result.error));
-      this.preview.classList.add("stale");  // the last good drawing stays, dimmed
-    } else {
-      this.svg = result.svg;
-      this.preview.replaceChildren(result.svg);
-      this.preview.classList.remove("stale");
-    }
-    this.root.querySelectorAll("button[data-export]").forEach(function (button) { button.disabled = failed; });
-    this.root.dataset.state = failed ? "error" : "ok";
+  Editor.prototype.finish = function (state, problem) {
+    this.root.querySelector("[data-parse-error]").value = problem ? problem.text : "";
+    this.errorBox.hidden = !problem;
+    this.root.querySelectorAll("button[data-export]").forEach(function (button) { button.disabled = state !== "ok"; });
+    this.view.dispatch(CodeMirror.setDiagnostics(this.view.state, problem ? this.diagnostics(problem) : []));
+    this.root.dataset.state = state;
   };
 
-  Editor.prototype.showError = function (result, code) {
-    this.errorBox.querySelector("[data-error-message]").textContent = result.error;
+  Editor.prototype.showDrawing = function (svg) {
+    this.svg = svg;  // kept as drawn, for the exports; the preview gets a copy to zoom and pan
+    var shown = svg.cloneNode(true);
+    this.preview.replaceChildren(shown);
+    this.preview.classList.remove("stale", "empty");
+    this.fitHeight(svg);
+    if (this.zoom) this.zoom.destroy();
+    this.zoom = window.DiagramZoom ? DiagramZoom.attach(this.preview.closest("[data-zoom-frame]"), shown) : null;
+    this.finish("ok", null);
+  };
+
+  // The preview as tall as the drawing at its width (within CSS's min and max), so a wide
+  // diagram is not a strip in a tall empty box; the user can still drag the box taller.
+  Editor.prototype.fitHeight = function (svg) {
+    var box = svg.viewBox && svg.viewBox.baseVal;
+    if (!box || !box.width) return;
+    this.preview.style.height = Math.round(this.preview.clientWidth * box.height / box.width) + 48 + "px";
+  };
+
+  Editor.prototype.showEmpty = function () {
+    this.svg = null;
+    this.preview.replaceChildren(paragraph(this.root.dataset.emptyMessage));
+    this.preview.classList.remove("stale");
+    this.preview.classList.add("empty");
+    this.finish("empty", null);
+  };
+
+  // The last good drawing stays, dimmed; with none yet, the preview says why it is empty.
+  Editor.prototype.showError = function (problem, code) {
+    if (this.svg) this.preview.classList.add("stale");
+    else {
+      this.preview.replaceChildren(paragraph(this.root.dataset.noDrawingMessage));
+      this.preview.classList.add("empty");
+    }
+    this.errorBox.querySelector("[data-error-message]").textContent = problem.text;
     var lineButton = this.errorBox.querySelector("[data-error-line]");
-    lineButton.hidden = !result.line;
-    lineButton.dataset.line = result.line || "";
-    lineButton.textContent = result.line ? this.root.dataset.lineTemplate.replace("{line}", result.line) : "";
+    lineButton.hidden = !problem.line;
+    lineButton.dataset.line = problem.line || "";
+    lineButton.textContent = problem.line ? this.root.dataset.lineTemplate.replace("{line}", problem.line) : "";
     var repair = this.errorBox.querySelector("[data-repair-form]");
     if (repair) {
       repair.querySelector("[data-repair-code]").value = code;
-      repair.querySelector("[data-repair-error]").value = result.error;
+      repair.querySelector("[data-repair-error]").value = problem.raw;  // the model reads the parser's own words
     }
+    this.finish("error", problem);
+  };
+
+  // The mistake marked in the code: from where the parser stumbled to the end of that line
+  // (the whole line when it stumbled at its end), with the message as the marker's tooltip.
+  Editor.prototype.diagnostics = function (problem) {
+    var doc = this.view.state.doc;
+    if (!problem.line || problem.line > doc.lines) return [];
+    var line = doc.line(problem.line);
+    var from = line.from + Math.min(problem.column || 0, line.length);
+    var to = line.to;
+    if (from >= to) from = line.from;
+    return [{from: from, to: Math.max(to, from), severity: "error", message: problem.text}];
   };
 
   Editor.prototype.markDirty = function () {
-    this.root.querySelector("[data-dirty]").hidden = this.code.value === this.saved;
+    this.root.querySelector("[data-dirty]").hidden = !this.isDirty();
+  };
+
+  Editor.prototype.isDirty = function () {
+    return this.code.value !== this.saved;
   };
 
   Editor.prototype.selectLine = function (number) {
-    var lines = this.code.value.split("\n");
-    var start = lines.slice(0, number - 1).join("\n").length + (number > 1 ? 1 : 0);
-    var end = start + (lines[number - 1] || "").length;
-    this.code.focus();
-    this.code.setSelectionRange(start, end);
+    var doc = this.view.state.doc;
+    if (number < 1 || number > doc.lines) return;
+    var line = doc.line(number);
+    this.view.dispatch({selection: {anchor: line.from, head: line.to}, scrollIntoView: true});
+    this.view.focus();
   };
 
   Editor.prototype.exportAs = function (event, kind) {
     var stem = this.root.dataset.downloadStem || "diagram";
+    var code = this.text();
     if (kind === "mmd") {
       // The code as it is in the editor, saved or not (the link itself serves the saved version).
       event.preventDefault();
-      download(new Blob([this.code.value.replace(/\n?$/, "\n")], {type: "text/plain;charset=utf-8"}), stem + ".mmd");
-    } else if (this.svg && this.root.dataset.state === "ok") {
-      if (kind === "svg") exportSvg(this.svg, stem);
-      else exportPng(this.svg, stem, this.root.querySelector("[data-png-background]").value);
+      download(new Blob([code.replace(/\n?$/, "\n")], {type: "text/plain;charset=utf-8"}), stem + ".mmd");
+      return;
     }
+    if (!this.svg || this.root.dataset.state !== "ok") return;
+    var background = this.root.querySelector("[data-png-background]").value;
+    // Files are drawn in the light theme whatever the page's theme is.
+    renderCode(code, "default").then(function (result) {
+      if (!result.svg) return;
+      if (kind === "svg") exportSvg(result.svg, stem);
+      else exportPng(result.svg, stem, background);
+    });
   };
 
   function paragraph(text) {
@@ -256,6 +390,17 @@
       root.mermaidEditor = new Editor(root);
     });
   }
+
+  // Leaving with unsaved edits asks first (the browser's own dialog; its text cannot be set).
+  window.addEventListener("beforeunload", function (event) {
+    var dirty = Array.from(document.querySelectorAll("[data-mermaid-editor][data-ready]")).some(function (root) {
+      return root.mermaidEditor && root.mermaidEditor.isDirty();
+    });
+    if (dirty) {
+      event.preventDefault();
+      event.returnValue = "";
+    }
+  });
 
   start();
   ["htmx:load", "htmx:afterSettle", "htmx:oobAfterSwap"].forEach(function (name) {
