@@ -102,7 +102,7 @@ def test_broken_code_shows_the_parsers_message_and_line_and_can_go_back_for_repa
 
     error = page.locator("[data-error]")
     assert error.is_visible()
-    assert page.inner_text("[data-error-message]").startswith("Line 3: Mermaid expected")
+    assert page.inner_text("[data-error-message]").startswith("Line 3: the shape opened with “[[” is not closed")
     assert page.inner_text("[data-error-line]") == "Go to line 3"
     assert "3 attempts left" in error.inner_text()
     assert page.is_disabled("button[data-export=png]")

@@ -53,9 +53,13 @@
       zoomEnabled: true, panEnabled: true, controlIconsEnabled: false, mouseWheelZoomEnabled: false,
       dblClickZoomEnabled: true, fit: true, center: true, minZoom: 0.1, maxZoom: 40
     });
-    function fit() { zoom.resize(); zoom.fit(); zoom.center(); }
+    var destroyed = false;
+    function fit() {
+      if (destroyed) return;  // a fit scheduled by a fullscreen change may come after the close
+      zoom.resize(); zoom.fit(); zoom.center();
+    }
     var wheel = function (event) {
-      if (!event.ctrlKey && !isFullscreen(frame) && !frame.open) return;
+      if (!event.ctrlKey && !isFullscreen(frame) && !frame.closest("dialog[open]")) return;
       event.preventDefault();
       var box = svg.getBoundingClientRect();
       var point = {x: event.clientX - box.left, y: event.clientY - box.top};
@@ -77,6 +81,7 @@
       zoom: zoom,
       fit: fit,
       destroy: function () {
+        destroyed = true;
         document.removeEventListener("fullscreenchange", onFullscreen);
         zoom.destroy();
       }
@@ -97,13 +102,17 @@
 
   function viewerDialog() {
     if (viewer) return viewer;
+    // A dialog cannot itself be fullscreen: the frame inside it is.
     viewer = document.createElement("dialog");
     viewer.className = "zoom-viewer";
-    viewer.setAttribute("data-zoom-frame", "");
+    viewer.frame = document.createElement("div");
+    viewer.frame.className = "zoom-frame zoom-viewer-frame";
+    viewer.frame.setAttribute("data-zoom-frame", "");
+    viewer.appendChild(viewer.frame);
     viewer.addEventListener("close", function () {
       if (viewer.zoomInstance) viewer.zoomInstance.destroy();
       viewer.zoomInstance = null;
-      viewer.querySelectorAll("svg").forEach(function (svg) { svg.remove(); });
+      viewer.frame.querySelectorAll("svg").forEach(function (svg) { svg.remove(); });
     });
     document.body.appendChild(viewer);
     return viewer;
@@ -126,14 +135,18 @@
     image.setAttribute("width", String(width));
     image.setAttribute("height", String(height));
     svg.appendChild(image);
-    dialog.querySelectorAll("svg").forEach(function (old) { old.remove(); });
-    dialog.appendChild(svg);
+    var frame = dialog.frame;
+    frame.querySelectorAll("svg").forEach(function (old) { old.remove(); });
+    frame.appendChild(svg);
     dialog.showModal();
-    dialog.zoomInstance = attach(dialog, svg);
-    var close = dialog.querySelector("[data-zoom=close]");
+    dialog.zoomInstance = attach(frame, svg);
+    var close = frame.querySelector("[data-zoom=close]");
     if (close) {
       close.hidden = false;
-      close.onclick = function () { if (isFullscreen(dialog)) document.exitFullscreen(); dialog.close(); };
+      close.onclick = function () {
+        if (isFullscreen(frame)) document.exitFullscreen();
+        dialog.close();
+      };
       close.focus();
     }
     return dialog;

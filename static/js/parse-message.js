@@ -24,12 +24,15 @@
   var KINDS = {
     NEWLINE: "newline", EOF: "end", SPACE: "space", NUM: "text", NODE_STRING: "text", TEXT: "text",
     UNICODE_TEXT: "text", ALPHA: "text", STR: "text", MD_STR: "text", DIR: "direction", ARROW: "arrow",
-    LINK_ID: "arrow", SHAPE_DATA: "shape", GRAPH: "header", direction_tb: "direction", direction_bt: "direction",
+    LINK_ID: "arrow", SHAPE_DATA: "shape", GRAPH: "header", TESTSTR: "text", DEFAULT: "text", DOWN: "text",
+    BRKT: "text", MULT: "text", EDGE_TEXT: "text", direction_tb: "direction", direction_bt: "direction",
     direction_rl: "direction", direction_lr: "direction"
   };
   // Tokens the parser lists but a reader would not type at that point (shape-data brackets).
   var UNHELPFUL = ["TAGSTART", "TAGEND", "SHAPE_DATA"];
-  var MAX_EXPECTED = 6;
+  var CLOSERS = ["SQE", "PE", "DIAMOND_STOP", "DOUBLECIRCLEEND", "STADIUMEND", "SUBROUTINEEND", "CYLINDEREND",
+    "TRAPEND", "INVTRAPEND", "ELLIPSE_END", "-)", "PIPE"];
+  var MAX_EXPECTED = 4;
   // Shapes' brackets, longest first: the one left open on the line is what the reader forgot.
   var OPENERS = [["(((", ")))"], ["((", "))"], ["([", "])"], ["[[", "]]"], ["[(", ")]"], ["[/", "/]"],
     ["[\\", "\\]"], ["{{", "}}"], ["(", ")"], ["[", "]"], ["{", "}"]];
@@ -71,15 +74,19 @@
     return phrases.quote(name.toLowerCase());
   }
 
-  // The expected tokens as a list of distinct words, symbols first (they say what is unclosed).
+  // The expected tokens as a few distinct words: closing brackets first (they say what is left
+  // open), then kinds of thing, then other punctuation; the rest as "something else".
   function expectedWords(expected, phrases) {
-    var symbols = [], kinds = [];
+    var groups = [[], [], []];
+    var seen = [];
     expected.map(tokenName).filter(function (name) { return UNHELPFUL.indexOf(name) < 0; }).forEach(function (name) {
       var word = describeToken(name, phrases);
-      var bucket = Object.prototype.hasOwnProperty.call(SYMBOLS, name) ? symbols : kinds;
-      if (symbols.indexOf(word) < 0 && kinds.indexOf(word) < 0) bucket.push(word);
+      if (seen.indexOf(word) >= 0) return;
+      seen.push(word);
+      var group = CLOSERS.indexOf(name) >= 0 ? 0 : Object.prototype.hasOwnProperty.call(KINDS, name) ? 1 : 2;
+      groups[group].push(word);
     });
-    var words = symbols.concat(kinds);
+    var words = groups[0].concat(groups[1], groups[2]);
     if (words.length > MAX_EXPECTED) words = words.slice(0, MAX_EXPECTED - 1).concat([phrases.kind("more")]);
     return words;
   }
@@ -88,7 +95,8 @@
   function foundWords(hash, phrases) {
     if (hash.token === 1 || hash.token === "EOF" || hash.token === "1") return phrases.kind("end");
     if (hash.token === "NEWLINE" || hash.text === "\n") return phrases.kind("newline");
-    if (hash.text) return phrases.quote(hash.text.length > 30 ? hash.text.slice(0, 30) + "…" : hash.text);
+    var text = String(hash.text || "").trim();
+    if (text) return phrases.quote(text.length > 30 ? text.slice(0, 30) + "…" : text);
     return describeToken(String(hash.token), phrases);
   }
 
