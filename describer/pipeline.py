@@ -135,7 +135,7 @@ class JobRunner:
         if self.should_stop():
             raise WorkerStopping
         progress = JobProgress(job, self.broadcaster, self.worker_name)
-        timings = {"queue_wait_s": _seconds(job.created_at, job.claimed_at)}
+        timings = {"queue_wait_s": job.queue_wait_s()}  # from this run's request: a retry or repair waits anew
         try:
             messages = KINDS[job.kind].prepare(self.runtime, job, progress, timings)
         except DatabaseError:
@@ -341,9 +341,3 @@ def _generation_timings(started: float, first_token_at: float | None, tokens: in
         "tokens": tokens,
         "tokens_per_s": round(tokens / decode_seconds, 1) if decode_seconds > 0 else None,
     }
-
-
-def _seconds(since, until) -> float:
-    if since is None or until is None:
-        return 0.0
-    return round(max((until - since).total_seconds(), 0.0), 3)

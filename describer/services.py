@@ -69,6 +69,27 @@ def conversion_create_from_image(
     return conversion
 
 
+def conversions_create_from_images(
+    *, owner, images: list[tuple[str, NormalisedImage]], language: str = ""
+) -> list[Conversion]:
+    """Several uploads at once (original file name, image), each its own conversion: all or none."""
+    created: list[Conversion] = []
+    try:
+        with transaction.atomic():
+            for original_filename, image in images:
+                created.append(
+                    conversion_create_from_image(
+                        owner=owner, image=image, original_filename=original_filename, language=language
+                    )
+                )
+    except Exception:
+        # Each call removes its own files when it fails; the ones before it were rolled back too.
+        for conversion in created:
+            conversion.delete_files()
+        raise
+    return created
+
+
 def conversion_create_from_text(*, owner, text: str, source: Conversion | None = None) -> Conversion:
     first_line = text.strip().splitlines()[0] if text.strip() else ""
     with transaction.atomic():
@@ -90,10 +111,13 @@ def conversion_delete(conversion: Conversion) -> None:
         transaction.on_commit(conversion.delete_files)
 
 
-def conversion_retry(conversion: Conversion) -> None:
-    """Queue a failed or cancelled conversion again from the start, keeping its input."""
-    if jobs.retry(conversion):
+def conversion_retry(conversion: Conversion) -> bool:
+    """Queue a failed or cancelled conversion again from the start, keeping its input; False
+    (and nothing changes) for one in another state."""
+    took = jobs.retry(conversion)
+    if took:
         transaction.on_commit(wake_worker)
+    return took
 
 
 def conversion_cancel(conversion: Conversion) -> None:
@@ -109,14 +133,31 @@ class ConversionStateError(Exception):
     """The conversion is not in a state that allows the action; the message says why."""
 
 
-def mermaid_version_add(conversion: Conversion, *, code: str, origin: str, parse_error: str = "") -> MermaidVersion:
-    """Append a version of the Mermaid code and make it the conversion's current code."""
+BROWSER = MermaidVersion.ParseChecker.BROWSER
+
+
+def parse_status(parse_error: str, checked_by: str) -> dict:
+    """A version's parse fields from a parser's report. An error means it does not parse; no error
+    means it parses only when the reporter surely ran a parser: the site's editor always does
+    before it posts, an API client may not have (then: not checked, None)."""
+    if parse_error:
+        return {"parse_error": parse_error, "parses": False, "parse_checked_by": checked_by}
+    if checked_by == BROWSER:
+        return {"parse_error": "", "parses": True, "parse_checked_by": checked_by}
+    return {"parse_error": "", "parses": None, "parse_checked_by": ""}
+
+
+def mermaid_version_add(
+    conversion: Conversion, *, code: str, origin: str, parse_error: str = "", checked_by: str = ""
+) -> MermaidVersion:
+    """Append a version of the Mermaid code and make it the conversion's current code. Without a
+    report (`checked_by` empty: the model's code, a repair, a graph's) its parse status is None."""
     with transaction.atomic():
         # The row lock numbers concurrent saves one after the other.
         Conversion.objects.select_for_update().filter(pk=conversion.pk).first()
         last = conversion.mermaid_versions.aggregate(last=Max("number"))["last"] or 0
         version = MermaidVersion.objects.create(
-            conversion=conversion, number=last + 1, code=code, origin=origin, parse_error=parse_error
+            conversion=conversion, number=last + 1, code=code, origin=origin, **parse_status(parse_error, checked_by)
         )
         # Every version, the model's or the user's, is read into the graph behind the exports.
         graph_fields = graphs.from_mermaid(code).fields()
@@ -126,6 +167,28 @@ def mermaid_version_add(conversion: Conversion, *, code: str, origin: str, parse
     return version
 
 
+def mermaid_version_record_parse(version: MermaidVersion, *, parse_error: str, checked_by: str) -> bool:
+    """Keep a parser's verdict on an existing version (e.g. a repair the model wrote, which no
+    parser had seen); a report that says nothing (no error, no parser) changes nothing."""
+    status = parse_status(parse_error, checked_by)
+    if status["parses"] is None:
+        return False
+    MermaidVersion.objects.filter(pk=version.pk).update(**status)
+    for field, value in status.items():
+        setattr(version, field, value)
+    return True
+
+
+def mermaid_version_report_parse(conversion: Conversion, *, number: int, code: str, parse_error: str) -> bool:
+    """The editor's verdict on a version it drew as it was saved (the model's code, a repair),
+    kept when no parser had reported on that version yet. A report on other code (the version
+    changed meanwhile) or on a version already judged changes nothing."""
+    version = conversion.mermaid_versions.filter(number=number, parses=None).first()
+    if version is None or version.code != code:
+        return False
+    return mermaid_version_record_parse(version, parse_error=parse_error, checked_by=BROWSER)
+
+
 def _check_editable(conversion: Conversion) -> None:
     if conversion.kind != Conversion.Kind.TEXT_TO_DIAGRAM:
         raise ConversionStateError(_("Only a text → diagram conversion has Mermaid code to edit."))
@@ -133,34 +196,51 @@ def _check_editable(conversion: Conversion) -> None:
         raise ConversionStateError(_("The model is still working on this diagram; wait until it has finished."))
 
 
-def _take_over(conversion: Conversion, *, code: str, origin: str, parse_error: str = "") -> MermaidVersion:
+def _take_over(
+    conversion: Conversion, *, code: str, origin: str, parse_error: str = "", checked_by: str = ""
+) -> MermaidVersion:
     """The user's own version: it is the result now, even after a failed repair."""
     with transaction.atomic():
         _check_editable(Conversion.objects.select_for_update().get(pk=conversion.pk))  # not queued meanwhile
-        version = mermaid_version_add(conversion, code=code, origin=origin, parse_error=parse_error)
+        version = mermaid_version_add(
+            conversion, code=code, origin=origin, parse_error=parse_error, checked_by=checked_by
+        )
         jobs.accept_edit(conversion)
     return version
 
 
-def mermaid_save(conversion: Conversion, *, code: str, parse_error: str = "") -> MermaidVersion | None:
-    """Keep the user's edit as a new version; None when it is the current code already."""
+def mermaid_save(
+    conversion: Conversion, *, code: str, parse_error: str = "", checked_by: str = BROWSER
+) -> MermaidVersion | None:
+    """Keep the user's edit as a new version; None when it is the current code already (the
+    report of whether it parses is still kept on that version: it may be the first one)."""
     _check_editable(conversion)
-    if code == conversion.output_mermaid and conversion.mermaid_versions.exists():
+    current = conversion.current_mermaid_version()
+    if current is not None and code == conversion.output_mermaid:
+        mermaid_version_record_parse(current, parse_error=parse_error, checked_by=checked_by)
         return None
-    return _take_over(conversion, code=code, origin=MermaidVersion.Origin.EDIT, parse_error=parse_error)
-
-
-def mermaid_restore(conversion: Conversion, number: int) -> MermaidVersion:
-    """Make an earlier version current again, as a new version (the history only grows).
-    Raises MermaidVersion.DoesNotExist for an unknown number."""
-    _check_editable(conversion)
-    earlier = conversion.mermaid_versions.get(number=number)
     return _take_over(
-        conversion, code=earlier.code, origin=MermaidVersion.Origin.RESTORE, parse_error=earlier.parse_error
+        conversion, code=code, origin=MermaidVersion.Origin.EDIT, parse_error=parse_error, checked_by=checked_by
     )
 
 
-def conversion_request_repair(conversion: Conversion, *, code: str, error: str) -> None:
+def mermaid_restore(conversion: Conversion, number: int) -> MermaidVersion:
+    """Make an earlier version current again, as a new version (the history only grows), with
+    what is known of whether it parses. Raises MermaidVersion.DoesNotExist for an unknown number."""
+    _check_editable(conversion)
+    earlier = conversion.mermaid_versions.get(number=number)
+    if earlier.code == conversion.output_mermaid:
+        raise ConversionStateError(
+            _("Version %(number)s has the same code as the current version; there is nothing to restore.")
+            % {"number": number}
+        )
+    return _take_over(
+        conversion, code=earlier.code, origin=MermaidVersion.Origin.RESTORE,
+        parse_error=earlier.parse_error, checked_by=earlier.parse_checked_by,
+    )  # fmt: skip
+
+
+def conversion_request_repair(conversion: Conversion, *, code: str, error: str, checked_by: str = BROWSER) -> None:
     """Queue the conversion again so that the model fixes `code`, which the parser rejected with `error`.
 
     The code is kept as a version first (with its error) when it differs from the current one.
@@ -176,9 +256,10 @@ def conversion_request_repair(conversion: Conversion, *, code: str, error: str) 
             )
         latest = locked.mermaid_versions.first()
         if latest is None or latest.code != code:
-            mermaid_version_add(locked, code=code, origin=MermaidVersion.Origin.EDIT, parse_error=error)
+            mermaid_version_add(locked, code=code, origin=MermaidVersion.Origin.EDIT, parse_error=error,
+                                checked_by=checked_by)  # fmt: skip
         else:
-            MermaidVersion.objects.filter(pk=latest.pk).update(parse_error=error)
+            mermaid_version_record_parse(latest, parse_error=error, checked_by=checked_by)
         jobs.repair(locked, error)
         transaction.on_commit(wake_worker)
 

@@ -24,6 +24,7 @@ urlpatterns = [
     path("c/<uuid:pk>/download/", views.download, name="download"),
     path("c/<uuid:pk>/mermaid/", views.mermaid_save, name="mermaid_save"),
     path("c/<uuid:pk>/mermaid/restore/", views.mermaid_restore, name="mermaid_restore"),
+    path("c/<uuid:pk>/mermaid/parse/", views.mermaid_parse_report, name="mermaid_parse_report"),
     path("c/<uuid:pk>/repair/", views.repair, name="repair"),
     path("c/<uuid:pk>/draw/", views.draw, name="draw"),
     path("c/<uuid:pk>/edit-as-mermaid/", views.edit_as_mermaid, name="edit_as_mermaid"),

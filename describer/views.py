@@ -87,15 +87,18 @@ def _history_results(request: HttpRequest, filters: HistoryFilterForm) -> str:
 
 @require_http_methods(["GET", "POST"])
 def upload(request: HttpRequest) -> HttpResponse:
+    """Each image sent becomes its own conversion, all or none; one goes to its page, several to
+    the history, where they are listed together."""
     form = UploadForm(request.POST or None, request.FILES or None)
     if request.method == "POST" and form.is_valid():
-        conversion = services.conversion_create_from_image(
-            owner=request.user,
-            image=form.normalised,
-            original_filename=form.cleaned_data["image"].name,
-            language=form.cleaned_data["language"],
+        conversions = services.conversions_create_from_images(
+            owner=request.user, images=form.normalised_images, language=form.cleaned_data["language"]
         )
-        return _redirect(request, conversion.get_absolute_url())
+        if len(conversions) == 1:
+            return _redirect(request, conversions[0].get_absolute_url())
+        names = ", ".join(conversion.original_filename for conversion in conversions)
+        messages.success(request, _("Each image is queued as its own conversion: %(names)s.") % {"names": names})
+        return _redirect(request, reverse("history"))
     status = 400 if form.is_bound else 200
     template = "describer/_upload_form.html" if request.htmx else "describer/upload.html"
     return render(request, template, {"form": form}, status=status)
@@ -235,6 +238,21 @@ def _saved(request: HttpRequest, conversion: Conversion, *, notice: str = "", er
         return redirect(conversion.get_absolute_url())
     context = {"conversion": conversion, "notice": notice, "save_error": error}
     return render(request, "describer/_diagram_versions.html", context, status=400 if error else 200)
+
+
+@require_POST
+def mermaid_parse_report(request: HttpRequest, pk) -> HttpResponse:
+    """The editor says whether the version it drew parses (POST version, code, parse_error), so
+    versions no one has saved through the editor, such as repairs, get their badge too."""
+    conversion = _get_conversion_for_user(request, pk)
+    form = MermaidForm(request.POST)
+    number = request.POST.get("version", "")
+    if not form.is_valid() or not number.isdigit():
+        return HttpResponse(status=400)
+    services.mermaid_version_report_parse(
+        conversion, number=int(number), code=form.cleaned_data["code"], parse_error=form.cleaned_data["parse_error"]
+    )
+    return render(request, "describer/_diagram_versions.html", {"conversion": conversion})
 
 
 @require_POST

@@ -233,3 +233,22 @@ def test_saved_code_leaves_without_asking(open_code, page):
     with page.expect_event("close"):
         page.close(run_before_unload=True)
     assert asked == []
+
+
+@pytest.mark.parametrize("code, parses", [(BROKEN, False), (GOOD, True)], ids=["broken", "good"])
+def test_a_repair_no_parser_has_seen_gets_its_badge_when_the_editor_draws_it(
+    open_code, page, page_errors, code, parses
+):
+    conversion = open_code("flowchart TD\n    A --> B(")
+    services.mermaid_version_add(conversion, code=code, origin=MermaidVersion.Origin.REPAIR)
+    page.reload()
+    page.wait_for_selector(f"#version-2[data-parses={str(parses).lower()}]")
+
+    repair = conversion.mermaid_versions.get(number=2)
+    assert repair.parses is parses and repair.parse_checked_by == "browser"
+    badge = page.locator("#version-2 .badge.failed")
+    assert badge.count() == (0 if parses else 1)
+    if not parses:
+        assert badge.inner_text() == "does not parse"
+        assert repair.parse_error.startswith("Line 3: the shape opened with")
+    assert page_errors == []

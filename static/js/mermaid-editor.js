@@ -274,12 +274,24 @@
     });
   };
 
+  // The current version, as loaded, drawn or refused for the first time: when no parser has
+  // reported on it (the model's code, a repair), say how it went, so its badge is right.
+  Editor.prototype.reportParse = function (problem) {
+    var current = document.querySelector("#diagram-versions li.current[data-parses=unknown]");
+    var url = this.root.dataset.parseReportUrl;
+    if (!current || !url || !window.htmx || this.text() !== this.saved) return;
+    current.dataset.parses = "reporting";
+    htmx.ajax("POST", url, {target: "#diagram-versions", swap: "outerHTML",
+      values: {version: current.dataset.version, code: this.saved, parse_error: problem ? problem.text : ""}});
+  };
+
   Editor.prototype.finish = function (state, problem) {
     this.root.querySelector("[data-parse-error]").value = problem ? problem.text : "";
     this.errorBox.hidden = !problem;
     this.root.querySelectorAll("button[data-export]").forEach(function (button) { button.disabled = state !== "ok"; });
     this.view.dispatch(CodeMirror.setDiagnostics(this.view.state, problem ? this.diagnostics(problem) : []));
     this.root.dataset.state = state;
+    if (state === "ok" || state === "error") this.reportParse(problem);
   };
 
   Editor.prototype.showDrawing = function (svg) {
