@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | sha1sum | cut -c1-12)
 TINY_MODELS_DIR ?= var/tiny-models
 
-.PHONY: test system-deps compose-check venv tiny-models run-web run-worker messages
+.PHONY: test system-deps compose-check venv tiny-models run-web run-worker messages screenshots
 
 test: venv system-deps compose-check
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -50,3 +50,8 @@ run-web: venv
 
 run-worker: venv
 	$(PY) manage.py runworker describer-gpu
+
+# PNGs of the main pages at 1440 and 390 px wide into docs/screenshots/, from a database, Redis and
+# daphne of the script's own (all stopped and dropped at the end); PostgreSQL must be running.
+screenshots: venv
+	$(PY) scripts/screenshots.py
