@@ -2,11 +2,14 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.widgets import AdminFileWidget
+from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.db.models import BooleanField, ExpressionWrapper, Q
-from django.http import HttpResponse
+from django.http import FileResponse, Http404, HttpResponse
+from django.shortcuts import get_object_or_404
 from django.templatetags.static import static
-from django.urls import reverse
+from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
@@ -37,10 +40,39 @@ class EmbeddingFilter(admin.SimpleListFilter):
         return queryset
 
 
+class ServedImage:
+    """A stored image as the admin's file widget shows it, with the address the site serves it at."""
+
+    def __init__(self, file, url: str) -> None:
+        self.file, self.url = file, url
+
+    def __str__(self) -> str:
+        return str(self.file)
+
+
+class ExampleImageWidget(AdminFileWidget):
+    """Its "Currently:" link goes to /examples/<pk>/image/: media is private (never served at
+    MEDIA_URL), so the file's own url would be a 404."""
+
+    served_url = ""
+
+    def format_value(self, value):
+        value = super().format_value(value)
+        if self.served_url and self.is_initial(value):
+            return ServedImage(value, self.served_url)
+        return value
+
+
 class ExampleAdminForm(forms.ModelForm):
     class Meta:
         model = Example
         fields = "__all__"
+        widgets = {"image": ExampleImageWidget}
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            self.fields["image"].widget.served_url = reverse("example_image", args=[self.instance.pk])
 
     def clean_image(self):
         """The checks uploads and imports get: PNG or JPEG, size, pixels, not truncated."""
@@ -59,8 +91,8 @@ class ExampleAdmin(admin.ModelAdmin):
     leaves the example pending, and the worker embeds it between jobs (status in the list)."""
 
     form = ExampleAdminForm
-    list_display = ["thumbnail", "name", "excerpt", "diagram_type", "language", "embedding_status", "updated_at"]
-    list_display_links = ["thumbnail", "name"]
+    list_display = ["list_thumbnail", "name", "excerpt", "diagram_type", "language", "embedding_status", "updated_at"]
+    list_display_links = ["list_thumbnail", "name"]
     list_filter = [EmbeddingFilter, "diagram_type", "language"]
     search_fields = ["name", "description", "mermaid"]
     readonly_fields = [
@@ -83,6 +115,7 @@ class ExampleAdmin(admin.ModelAdmin):
         if image_changed:
             obj.image_sha256 = examples.file_sha256(obj.image)
             examples.reset_embedding(obj)
+            examples.make_thumbnail(obj, b"".join(obj.image.chunks()))
         if not obj.name:  # export and import identify examples by name
             title = structure_description(obj.description).title
             obj.name = examples.suggest_name(title, obj.diagram_type, obj.language)
@@ -94,11 +127,26 @@ class ExampleAdmin(admin.ModelAdmin):
             transaction.on_commit(wake_worker)
             self.message_user(request, _("The worker will embed the new image shortly; the list shows when."))
 
+    def get_urls(self):
+        thumbnail = path(
+            "<int:pk>/thumbnail/", self.admin_site.admin_view(self.thumbnail_view), name="describer_example_thumbnail"
+        )
+        return [thumbnail, *super().get_urls()]
+
+    def thumbnail_view(self, request, pk: int) -> HttpResponse:
+        """The list's small image (describer/examples.py makes it), not the full-size upload."""
+        content = examples.example_thumbnail(get_object_or_404(Example, pk=pk))
+        if content is None:
+            raise Http404("This example has no readable image.")
+        response = HttpResponse(content, content_type="image/jpeg")
+        response["Cache-Control"] = "private, max-age=3600"
+        return response
+
     @admin.display(description=_("image"))
-    def thumbnail(self, obj: Example):
+    def list_thumbnail(self, obj: Example):
         if not obj.pk or not obj.image:
             return "—"
-        url = reverse("example_image", args=[obj.pk])
+        url = reverse("admin:describer_example_thumbnail", args=[obj.pk])
         return format_html('<img src="{}" alt="" loading="lazy" style="max-height:60px;max-width:100px">', url)
 
     @admin.display(description=_("preview"))
@@ -250,9 +298,34 @@ class ConversionAdmin(admin.ModelAdmin):
     search_fields = ["id", "title", "original_filename", "owner__username"]
     date_hierarchy = "created_at"
     inlines = [ConversionExampleInline]
+    # Media is private (nothing is served at MEDIA_URL): the upload is shown by `uploaded_image`.
+    exclude = ["input_image", "input_thumbnail"]
 
     def get_readonly_fields(self, request, obj=None):
-        return [field.name for field in self.model._meta.fields]
+        names = [field.name for field in self.model._meta.fields if field.name != "input_thumbnail"]
+        return ["uploaded_image" if name == "input_image" else name for name in names]
+
+    def get_urls(self):
+        # object_id as in the admin's own URLs (its lookup turns a malformed one into a 404).
+        image = path(
+            "<path:object_id>/image/", self.admin_site.admin_view(self.image_view), name="describer_conversion_image"
+        )
+        return [image, *super().get_urls()]
+
+    def image_view(self, request, object_id: str) -> FileResponse:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        conversion = self.get_object(request, object_id)
+        if conversion is None or not conversion.input_image:
+            raise Http404("No such conversion, or it has no uploaded image.")
+        return FileResponse(conversion.input_image.open("rb"))
+
+    @admin.display(description=_("uploaded image"))
+    def uploaded_image(self, obj: Conversion):
+        if not obj.input_image:
+            return "—"
+        url = reverse("admin:describer_conversion_image", args=[obj.pk])
+        return format_html('<a href="{}"><img src="{}" alt="" style="max-width:320px"></a>', url, url)
 
     @admin.display(description=_("coverage"), ordering="coverage")
     def coverage_percent(self, obj: Conversion) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import BinaryIO
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -53,15 +54,45 @@ def refuse(problem: str) -> ValidationError:
     return ValidationError(f"{problem} {allowed_text()}")
 
 
+# The problems, as functions: the upload page's script gets the same texts (placeholders as values).
+def extension_problem() -> str:
+    # No file name here: callers that check several files put it in front of the whole message.
+    return _("The file does not have a .png, .jpg or .jpeg extension.")
+
+
+def size_problem(size: str) -> str:
+    return _("The file is %(size)s, which is too large.") % {"size": size}
+
+
+def pixels_problem(width: int | str, height: int | str, mp: str) -> str:
+    return _("The image is %(w)s×%(h)s pixels (%(mp)s megapixels), which is too many.") % {
+        "w": width,
+        "h": height,
+        "mp": mp,
+    }
+
+
+def small_problem(width: int | str, height: int | str) -> str:
+    return _("The image is only %(w)s×%(h)s pixels; a diagram needs at least %(min)s pixels on each side.") % {
+        "w": width,
+        "h": height,
+        "min": MIN_SIDE,
+    }
+
+
+def format_problem() -> str:
+    return _("The file is not a PNG or JPEG image (or it is damaged).")
+
+
 def check_extension(filename: str) -> None:
     lowered = filename.lower()
     if not any(lowered.endswith(ext) for ext in ALLOWED_EXTENSIONS):
-        raise refuse(_("“%(name)s” does not have a .png, .jpg or .jpeg extension.") % {"name": filename})
+        raise refuse(extension_problem())
 
 
 def check_size(size: int) -> None:
     if size > settings.UPLOAD_MAX_BYTES:
-        raise refuse(_("The file is %(size)s, which is too large.") % {"size": filesizeformat(size)})
+        raise refuse(size_problem(filesizeformat(size)))
     if size == 0:
         raise refuse(_("The file is empty."))
 
@@ -94,36 +125,42 @@ def refuse_unknown_format(data: bytes) -> ValidationError:
     other = name_other_format(data[:64].lstrip())
     if other:
         return refuse(_("The file is a %(format)s file, not a PNG or JPEG image.") % {"format": other})
-    return refuse(_("The file is not a PNG or JPEG image (or it is damaged)."))
+    return refuse(format_problem())
 
 
-def open_checked(data: bytes) -> Image.Image:
+def open_checked(source: bytes | BinaryIO) -> Image.Image:
     """Identify the format and dimensions from the header, before any pixel is decoded.
 
     This is the decompression-bomb guard: a file that declares more pixels than
     UPLOAD_MAX_PIXELS is refused here, however few bytes it has. Pillow's own
-    guard (DecompressionBombError) is only a backstop for absurd sizes.
+    guard (DecompressionBombError) is only a backstop for absurd sizes. Given a
+    file, Pillow reads only as far as the header.
     """
+    stream = io.BytesIO(source) if isinstance(source, bytes) else source
     try:
-        image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+        image = Image.open(stream, formats=ALLOWED_FORMATS)
     except UnidentifiedImageError:
-        raise refuse_unknown_format(data) from None
+        stream.seek(0)
+        raise refuse_unknown_format(stream.read(64)) from None
     except Image.DecompressionBombError:
         raise refuse(_("The image declares far too many pixels (a decompression bomb).")) from None
     except Exception:  # Pillow reports broken headers with many exception types.
         raise refuse(_("The image is damaged and cannot be read.")) from None
     width, height = image.size
     if width * height > settings.UPLOAD_MAX_PIXELS:
-        raise refuse(
-            _("The image is %(w)s×%(h)s pixels (%(mp)s megapixels), which is too many.")
-            % {"w": width, "h": height, "mp": megapixels(width * height)}
-        )
+        raise refuse(pixels_problem(width, height, megapixels(width * height)))
     if min(width, height) < MIN_SIDE:
-        raise refuse(
-            _("The image is only %(w)s×%(h)s pixels; a diagram needs at least %(min)s pixels on each side.")
-            % {"w": width, "h": height, "min": MIN_SIDE}
-        )
+        raise refuse(small_problem(width, height))
     return image
+
+
+def check_upload(file: BinaryIO, filename: str, size: int) -> None:
+    """The checks that need no decoding (name, size, header), for every file of an upload
+    before any is decoded: a refusal of one of several files comes at once."""
+    check_extension(filename)
+    check_size(size)
+    open_checked(file)
+    file.seek(0)
 
 
 def decode_fully(image: Image.Image) -> Image.Image:

@@ -131,6 +131,10 @@ def record_progress(job: Conversion, worker_name: str, text: str, tokens: int) -
 def finish(job: Conversion, worker_name: str, fields: dict, *, also: Callable[[], None] | None = None) -> bool:
     """Done, with the result `fields`; `also` runs in the same transaction only if the write took
     (text → diagram adds its Mermaid version there, so a dropped result leaves no version)."""
+    if "timings" in fields:
+        # Counted here from the row's own times: the run's queue wait starts when it was queued
+        # (created, retried or sent for repair), not when the conversion was first created.
+        fields = {**fields, "timings": {**fields["timings"], "queue_wait_s": job.queue_wait_s()}}
     with transaction.atomic():
         took = _held(job, worker_name).update(
             status=Status.DONE, stage=Stage.FINISHED, finished_at=timezone.now(), **fields
@@ -244,8 +248,10 @@ def cancel(job: Conversion) -> bool:
 
 def retry(job: Conversion) -> bool:
     """Queue a failed or cancelled job again from the start, keeping its input."""
+    now = timezone.now()
     took = Conversion.objects.filter(pk=job.pk, status__in=[Status.FAILED, Status.CANCELLED]).update(
         status=Status.QUEUED,
+        queued_at=now,
         attempts=0,
         error_message="",
         output_text="",
@@ -255,24 +261,29 @@ def retry(job: Conversion) -> bool:
         **_FRESH_RUN,
     )
     if took:
-        job.status = Status.QUEUED
+        job.status, job.queued_at = Status.QUEUED, now
         log.info("job %s queued again by its owner", job.pk)
     return bool(took)
 
 
 def repair(job: Conversion, error: str) -> bool:
     """Queue a finished text → diagram job so that the model fixes the code the parser rejected.
-    The caller holds the row lock and has checked the repair budget."""
+    The caller holds the row lock and has checked the repair budget. The last run's timings go:
+    the repair's own run writes new ones, its queue wait counted from now."""
+    now = timezone.now()
     took = Conversion.objects.filter(pk=job.pk, status__in=[Status.DONE, Status.FAILED]).update(
         status=Status.QUEUED,
+        queued_at=now,
         repair_error=error,
         repair_attempts=F("repair_attempts") + 1,
         attempts=0,
         error_message="",
         finished_at=None,
+        timings={},
         **_FRESH_RUN,
     )
     if took:
+        job.status, job.queued_at, job.timings = Status.QUEUED, now, {}
         log.info("job %s queued for a repair", job.pk)
     return bool(took)
 

@@ -155,6 +155,9 @@ class Conversion(models.Model):
     )
 
     created_at = models.DateTimeField(default=timezone.now, db_index=True, verbose_name=_("created"))
+    # When its current run was asked for: the creation, or the owner's latest retry or repair. The
+    # queue wait of a run counts from here (a repair's from the repair, not from the first drawing).
+    queued_at = models.DateTimeField(default=timezone.now, verbose_name=_("queued"))
     # Claimed: a worker holds the job (it may wait in a batch); started: it runs on the model.
     claimed_at = models.DateTimeField(null=True, blank=True, verbose_name=_("claimed"))
     started_at = models.DateTimeField(null=True, blank=True, verbose_name=_("started"))
@@ -211,6 +214,18 @@ class Conversion(models.Model):
     @property
     def max_attempts(self) -> int:
         return settings.DESCRIBER_MAX_ATTEMPTS
+
+    def queue_wait_s(self) -> float | None:
+        """Seconds the current run waited before a worker claimed it."""
+        if self.claimed_at is None:
+            return None
+        return round(max((self.claimed_at - self.queued_at).total_seconds(), 0.0), 3)
+
+    def current_mermaid_version(self) -> MermaidVersion | None:
+        """The newest version (its code is output_mermaid); uses prefetched versions when there are."""
+        if "mermaid_versions" in getattr(self, "_prefetched_objects_cache", {}):
+            return max(self.mermaid_versions.all(), key=lambda version: version.number, default=None)
+        return self.mermaid_versions.first()
 
     @property
     def is_restarted(self) -> bool:
@@ -396,6 +411,11 @@ class Example(models.Model):
         verbose_name=_("name"),
     )
     image = models.ImageField(upload_to="examples/", verbose_name=_("image"))
+    # A small JPEG of the image for lists (describer/examples.py makes it): the images themselves
+    # are often 2,400 pixels wide.
+    thumbnail = models.ImageField(
+        upload_to="examples/thumbnails/", blank=True, editable=False, verbose_name=_("thumbnail")
+    )
     image_sha256 = models.CharField(max_length=64, blank=True, verbose_name=_("image SHA-256"))
     description = models.TextField(verbose_name=_("description"))
     mermaid = models.TextField(blank=True, verbose_name=_("Mermaid code"))
@@ -444,11 +464,12 @@ class Example(models.Model):
 
 @receiver(post_delete, sender=Example)
 def delete_example_image(sender, instance: Example, **kwargs) -> None:
-    """The image goes with its row, however it is deleted (admin bulk delete included),
-    once the deletion is committed."""
-    if instance.image:
-        storage, name = instance.image.storage, instance.image.name
-        transaction.on_commit(lambda: storage.delete(name))
+    """The image and its thumbnail go with their row, however it is deleted (admin bulk delete
+    included), once the deletion is committed."""
+    for field in (instance.image, instance.thumbnail):
+        if field:
+            storage, name = field.storage, field.name
+            transaction.on_commit(lambda storage=storage, name=name: storage.delete(name))
 
 
 class ConversionExample(models.Model):
@@ -470,7 +491,15 @@ class ConversionExample(models.Model):
 
 
 class MermaidVersion(models.Model):
-    """One saved state of a text → diagram conversion's Mermaid code."""
+    """One saved state of a text → diagram conversion's Mermaid code.
+
+    Whether the code parses is known only when a real Mermaid parser has said so: the server runs
+    none, so `parses` is None ("not checked yet") until the site's editor in a browser, or an API
+    client, reports it; `parse_checked_by` says which did."""
+
+    class ParseChecker(models.TextChoices):
+        BROWSER = "browser", _("Mermaid's parser in the site's editor (the browser)")
+        API_CLIENT = "api_client", _("The API client that saved it")
 
     class Origin(models.TextChoices):
         MODEL = "model", _("Written by the model")
@@ -487,6 +516,10 @@ class MermaidVersion(models.Model):
     origin = models.CharField(max_length=10, choices=Origin.choices, verbose_name=_("origin"))
     parse_error = models.TextField(
         blank=True, help_text="The parser's message when this code did not parse.", verbose_name=_("parse error")
+    )
+    parses = models.BooleanField(null=True, blank=True, verbose_name=_("parses"))
+    parse_checked_by = models.CharField(
+        max_length=20, choices=ParseChecker.choices, blank=True, verbose_name=_("parse checked by")
     )
     created_at = models.DateTimeField(default=timezone.now, verbose_name=_("created"))
 
@@ -513,6 +546,8 @@ class ApiToken(models.Model):
     token_hash = models.CharField(max_length=64, unique=True, verbose_name=_("token hash"))
     created_at = models.DateTimeField(auto_now_add=True, verbose_name=_("created"))
     last_used_at = models.DateTimeField(null=True, blank=True, verbose_name=_("last used"))
+    # None: it never expires (the tokens made before expiry existed, or "never" chosen).
+    expires_at = models.DateTimeField(null=True, blank=True, verbose_name=_("expires"))
 
     class Meta:
         verbose_name = _("API token")
@@ -521,3 +556,7 @@ class ApiToken(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def is_expired(self) -> bool:
+        return self.expires_at is not None and self.expires_at <= timezone.now()

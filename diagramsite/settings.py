@@ -209,6 +209,8 @@ LANGUAGE_CODE = "en"
 LANGUAGES = [("en", _("English")), ("ru", _("Russian"))]
 LOCALE_PATHS = [BASE_DIR / "locale"]
 TIME_ZONE = envstr("TIME_ZONE", "UTC")
+# One way to write a date on every page (diagramsite/formats/<language>/formats.py).
+FORMAT_MODULE_PATH = ["diagramsite.formats"]
 USE_I18N = True
 USE_TZ = True
 
@@ -238,6 +240,8 @@ HISTORY_PAGE_SIZE = envint("HISTORY_PAGE_SIZE", 20)
 # --- JSON API (/api/v1/) ---------------------------------------------------------------
 # Conversions one API token may create a minute; 0 turns the limit off.
 API_JOBS_PER_MINUTE = envint("API_JOBS_PER_MINUTE", 30)
+# Days a new API token is valid unless its maker chooses otherwise; 0 = it never expires.
+API_TOKEN_DEFAULT_DAYS = envint("API_TOKEN_DEFAULT_DAYS", 90)
 
 # --- Models and the GPU worker ------------------------------------------------------
 # "tiny" selects the tiny random models that `make_tiny_models` builds (they write nonsense).

@@ -4,6 +4,7 @@ delete, rate limits, and problem details (RFC 9457) for everything refused."""
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 
 import pytest
@@ -185,6 +186,39 @@ def test_creating_jobs_is_rate_limited_per_token(api, other_api, settings):
     assert "2 conversions a minute" in problem["detail"]
     assert Conversion.objects.count() == 2
     assert other_api.post_text({"text": "another token"}).status_code == 201
+
+
+def start_well_inside_a_window() -> None:
+    """The limit counts per calendar minute: keep a test's few requests inside one."""
+    left = 60 - time.time() % 60
+    if left < 2:
+        time.sleep(left)
+
+
+def test_every_counted_answer_says_where_the_token_stands(api, settings):
+    settings.API_JOBS_PER_MINUTE = 2
+    start_well_inside_a_window()
+    before = time.time()
+
+    first, refused_input, over = api.post_text({"text": "one"}), api.post_text({"text": " "}), api.upload()
+
+    assert (first.status_code, refused_input.status_code, over.status_code) == (201, 422, 429)
+    assert [r["X-RateLimit-Limit"] for r in (first, refused_input, over)] == ["2"] * 3
+    assert [r["X-RateLimit-Remaining"] for r in (first, refused_input, over)] == ["1", "0", "0"]
+    reset = int(first["X-RateLimit-Reset"])
+    assert reset % 60 == 0 and before < reset <= before + 60
+    assert over["X-RateLimit-Reset"] == str(reset)
+    assert 1 <= int(over["Retry-After"]) <= 60
+
+
+def test_without_a_limit_or_for_reading_no_rate_limit_headers_are_sent(api, settings, make_conversion):
+    settings.API_JOBS_PER_MINUTE = 0
+    created = api.post_text({"text": "one"})
+    settings.API_JOBS_PER_MINUTE = 5
+    read = api.get(f"/conversions/{make_conversion().id}")
+
+    assert created.status_code == 201 and read.status_code == 200
+    assert not [name for name in (*created.headers, *read.headers) if name.lower().startswith("x-ratelimit")]
 
 
 def test_reading_is_not_rate_limited(api, settings, make_conversion):

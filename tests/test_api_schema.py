@@ -25,7 +25,20 @@ OPERATIONS = {
     ("get", "/api/v1/conversions/{conversion_id}/events"),
     ("post", "/api/v1/conversions/{conversion_id}/cancel"),
     ("get", "/api/v1/conversions/{conversion_id}/export"),
+    ("post", "/api/v1/conversions/{conversion_id}/retry"),
+    ("get", "/api/v1/conversions/{conversion_id}/versions"),
+    ("post", "/api/v1/conversions/{conversion_id}/versions"),
+    ("post", "/api/v1/conversions/{conversion_id}/versions/{number}/restore"),
+    ("post", "/api/v1/conversions/{conversion_id}/repair"),
 }
+# The operations that queue model work and count against API_JOBS_PER_MINUTE, with their success status.
+RATE_LIMITED = {
+    "/api/v1/conversions/diagram-to-text": "201",
+    "/api/v1/conversions/text-to-diagram": "201",
+    "/api/v1/conversions/{conversion_id}/retry": "202",
+    "/api/v1/conversions/{conversion_id}/repair": "202",
+}
+RATE_HEADERS = {"X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset"}
 
 
 @pytest.fixture
@@ -63,11 +76,26 @@ def test_the_creating_operations_declare_rate_limiting_and_validation(openapi):
     assert body["required"] == ["image"] and body["properties"]["image"]["format"] == "binary"
 
 
+def test_the_rate_limited_operations_declare_their_rate_limit_headers(openapi):
+    for path, success in RATE_LIMITED.items():
+        responses = openapi["paths"][path]["post"]["responses"]
+        assert set(responses[success]["headers"]) == RATE_HEADERS, path
+        assert set(responses["429"]["headers"]) == RATE_HEADERS | {"Retry-After"}, path
+        assert responses[success]["content"], "the headers are added to the answer, not in its place"
+
+
+def test_a_drawings_result_says_whether_its_mermaid_parses_and_what_checked_it(openapi):
+    fields = openapi["components"]["schemas"]["ConversionOut"]["properties"]
+
+    assert {"mermaid_version", "mermaid_parses", "mermaid_parse_error", "mermaid_parse_checked_by"} <= set(fields)
+    assert "runs no Mermaid parser" in fields["mermaid_parse_checked_by"]["description"]
+
+
 def test_the_stream_is_documented_as_server_sent_events(openapi):
     operation = openapi["paths"]["/api/v1/conversions/{conversion_id}/events"]["get"]
 
     assert list(operation["responses"]["200"]["content"]) == ["text/event-stream"]
-    assert "`finished`" in operation["description"]
+    assert "`finished`" in operation["description"] and "`delta`" in operation["description"]
 
 
 def test_the_docs_page_works_offline_from_bundled_static_files(client):

@@ -126,8 +126,9 @@ async def test_progress_events_are_passed_on_then_the_final_conversion(open_stre
 
     await send(conversion, progress("The", 1))
     await send(conversion, progress("The process", 2))
-    assert await stream.next() == ("progress", {"stage": "generation", "text": "The", "tokens": 1, "elapsed": 0.5})
-    assert (await stream.next())[1]["text"] == "The process"
+    assert await stream.next() == (
+        "progress", {"stage": "generation", "delta": "The", "reset": False, "tokens": 1, "elapsed": 0.5})
+    assert (await stream.next())[1]["delta"] == " process"
 
     Conversion.objects.filter(pk=conversion.pk).update(
         status=Conversion.Status.DONE, stage=Conversion.Stage.FINISHED, output_raw="The process", output_text="# P")
@@ -136,6 +137,62 @@ async def test_progress_events_are_passed_on_then_the_final_conversion(open_stre
     assert event == "finished"
     assert (final["status"], final["output_text"], final["id"]) == ("done", "# P", str(conversion.id))
     assert await stream.ended()
+
+
+@pytest.mark.asyncio
+async def test_progress_events_carry_only_the_new_text_however_long_the_answer(open_stream, make_conversion):
+    conversion = make_conversion(status=Conversion.Status.RUNNING, stage=Conversion.Stage.GENERATION)
+    stream = await open_stream(conversion.id)
+    await stream.next()
+    words = [f"word{n} " for n in range(300)]
+
+    events = []
+    for n in range(1, len(words) + 1):
+        await send(conversion, progress("".join(words[:n]), n))
+        events.append(await stream.next())
+
+    assert [data["delta"] for _, data in events] == words
+    assert all(len(json.dumps(data)) < 120 for _, data in events), "no event resends the text so far"
+
+
+@pytest.mark.asyncio
+async def test_a_lost_progress_event_is_covered_by_the_next_delta(open_stream, make_conversion):
+    conversion = make_conversion(status=Conversion.Status.RUNNING, stage=Conversion.Stage.GENERATION)
+    stream = await open_stream(conversion.id)
+    await stream.next()
+
+    await send(conversion, progress("One", 1))
+    # "One, two" never reaches the stream (the layer may drop messages); the worker's next event has it all.
+    await send(conversion, progress("One, two, three", 3))
+
+    assert [(await stream.next())[1]["delta"] for _ in range(2)] == ["One", ", two, three"]
+
+
+@pytest.mark.asyncio
+async def test_a_text_that_starts_over_is_sent_as_a_reset(open_stream, make_conversion):
+    conversion = make_conversion(status=Conversion.Status.RUNNING, stage=Conversion.Stage.GENERATION)
+    stream = await open_stream(conversion.id)
+    await stream.next()
+
+    await send(conversion, progress("First attempt", 2))
+    await send(conversion, progress("Sec", 1))  # the job was requeued and runs again
+
+    assert (await stream.next())[1] | {"elapsed": None} == {
+        "stage": "generation", "delta": "First attempt", "reset": False, "tokens": 2, "elapsed": None}
+    event, data = await stream.next()
+    assert (event, data["delta"], data["reset"]) == ("progress", "Sec", True)
+
+
+@pytest.mark.asyncio
+async def test_deltas_continue_from_the_text_of_the_first_state(open_stream, make_conversion):
+    conversion = make_conversion(status=Conversion.Status.RUNNING, stage=Conversion.Stage.GENERATION,
+                                 output_raw="Written before the client came")
+    stream = await open_stream(conversion.id)
+    assert (await stream.next())[1]["output_raw"] == "Written before the client came"
+
+    await send(conversion, progress("Written before the client came, and after", 9))
+
+    assert (await stream.next())[1]["delta"] == ", and after"
 
 
 @pytest.mark.asyncio
@@ -266,14 +323,15 @@ def test_the_tiny_model_streams_through_daphne_to_curl_like_clients(user, raw_to
         stop(server)
         print((tmp_path / "daphne.log").read_text()[-3000:])
 
-    texts = [data["text"] for event, data in rest if event == "progress" and data["text"]]
-    assert len(texts) >= 3, rest
-    assert all(later.startswith(earlier) for earlier, later in zip(texts, texts[1:])), "the text only grows"
-    assert len(set(texts)) >= 3
-    assert {data["stage"] for event, data in rest if event == "progress"} >= {"retrieval", "generation"}
+    progress_events = [data for event, data in rest if event == "progress"]
+    deltas = [data["delta"] for data in progress_events if data["delta"]]
+    assert len(deltas) >= 3, rest
+    assert not any(data["reset"] for data in progress_events)
+    assert {data["stage"] for data in progress_events} >= {"retrieval", "generation"}
     event, final = rest[-1]
     assert event == "finished"
     assert final["status"] == "done", final["error_message"]
+    assert "".join(deltas) == final["output_raw"], "the deltas add up to the whole text, sent at the end"
     assert final["output_text"].startswith("# ") and final["tokens_generated"] >= 300
     conversion = Conversion.objects.get(pk=created["id"])
     assert final["output_text"] == conversion.output_text
@@ -294,7 +352,10 @@ async def test_with_the_channel_layer_down_the_stream_polls_the_saved_text(open_
     # The worker saves its text to the row (the layer is down for it too).
     update = database_sync_to_async(lambda **fields: Conversion.objects.filter(pk=conversion.pk).update(**fields))
     await update(output_raw="Saved so far", tokens_generated=3)
-    assert await stream.next() == ("progress", {"stage": "generation", "text": "Saved so far", "tokens": 3, "elapsed": None})
+    assert await stream.next() == (
+        "progress", {"stage": "generation", "delta": "Saved so far", "reset": False, "tokens": 3, "elapsed": None})
+    await update(output_raw="Saved so far, and more", tokens_generated=5)
+    assert (await stream.next())[1]["delta"] == ", and more"
     await update(status=Conversion.Status.DONE, stage=Conversion.Stage.FINISHED)
     assert (await stream.next())[0] == "finished"
     assert await stream.ended()

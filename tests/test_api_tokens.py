@@ -4,10 +4,13 @@ stored hashed), and what the API makes of them."""
 from __future__ import annotations
 
 import hashlib
+import re
+from datetime import timedelta
 
 import pytest
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
 from describer.api.tokens import api_token_create
 from describer.models import ApiToken
@@ -117,6 +120,82 @@ def test_tokens_of_inactive_users_are_refused(client, user):
     assert response.status_code == 401
     assert response["Content-Type"] == "application/problem+json"
     assert "deactivated" in response.json()["detail"]
+
+
+# --- Expiry ------------------------------------------------------------------------------------
+
+
+def test_a_new_token_expires_after_the_default_days(alice, user, settings):
+    settings.API_TOKEN_DEFAULT_DAYS = 30
+
+    alice.post(reverse("token_create"), {"name": "laptop"})
+
+    expires_in = ApiToken.objects.get(user=user).expires_at - timezone.now()
+    assert timedelta(days=30) - timedelta(minutes=1) < expires_in <= timedelta(days=30)
+
+
+@pytest.mark.parametrize(("choice", "days"), [("30", 30), ("365", 365), ("0", None)])
+def test_the_maker_chooses_how_long_a_token_lasts(alice, user, choice, days):
+    alice.post(reverse("token_create"), {"name": "ci", "expires_in": choice})
+
+    token = ApiToken.objects.get(user=user)
+    if days is None:
+        assert token.expires_at is None
+    else:
+        assert (token.expires_at - timezone.now()).days == days - 1  # a few seconds less than `days`
+
+
+def test_an_expiry_that_is_not_offered_is_refused(alice):
+    response = alice.post(reverse("token_create"), {"name": "ci", "expires_in": "7"}, HTTP_HX_REQUEST="true")
+
+    assert response.status_code == 400
+    assert "Select a valid choice" in response.content.decode()
+    assert not ApiToken.objects.exists()
+
+
+def test_the_form_offers_the_default_expiry_first_chosen_whatever_it_is(alice, settings):
+    settings.API_TOKEN_DEFAULT_DAYS = 45
+
+    page = alice.get(reverse("settings")).content.decode()
+
+    assert re.search(r'<option value="45" selected>After 45 days</option>', page)
+    assert '<option value="0">Never</option>' in page and '<option value="365">After 365 days</option>' in page
+
+
+def test_the_tokens_table_shows_when_each_token_expires(alice, user):
+    api_token_create(user=user, name="forever", days=0)
+    api_token_create(user=user, name="soon", days=30)
+    old, _ = api_token_create(user=user, name="old", days=30)
+    ApiToken.objects.filter(pk=old.pk).update(expires_at=timezone.now() - timedelta(days=1))
+
+    page = alice.get(reverse("settings")).content.decode()
+
+    assert "Never expires" in page
+    assert page.count('<td class="token-expiry"><time datetime=') == 2
+    assert re.search(r'<tr id="token-%s" class="expired">.*?expired</span>' % old.pk, page, re.DOTALL)
+
+
+def test_an_expired_token_is_refused_with_a_message_that_says_so(client, user):
+    token, raw = api_token_create(user=user, name="ci", days=30)
+    expired = timezone.now() - timedelta(hours=1)
+    ApiToken.objects.filter(pk=token.pk).update(expires_at=expired)
+
+    response = client.get(CONVERSIONS, **bearer(raw))
+
+    assert response.status_code == 401
+    assert response["Content-Type"] == "application/problem+json"
+    assert 'error="invalid_token"' in response["WWW-Authenticate"]
+    detail = response.json()["detail"]
+    assert "expired" in detail and expired.isoformat(timespec="seconds") in detail and "/settings/" in detail
+    token.refresh_from_db()
+    assert token.last_used_at is None, "a refused token was not used"
+
+
+def test_a_token_that_never_expires_keeps_working(client, user):
+    token, raw = api_token_create(user=user, name="ci", days=0)
+
+    assert client.get(CONVERSIONS, **bearer(raw)).status_code == 200
+    assert token.expires_at is None
 
 
 @pytest.mark.parametrize("header", [None, "Bearer", "Bearer ds_not-a-real-token", "Basic YWxpY2U6cHc=", "Token abc"])

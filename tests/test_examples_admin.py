@@ -46,7 +46,7 @@ def test_staff_see_the_list_with_thumbnail_excerpt_and_embedding_status(staff, t
 
     page = response.content.decode()
     assert response.status_code == 200
-    assert reverse("example_image", args=[three_examples["bpmn-ru-zakupka"].pk]) in page
+    assert reverse("admin:describer_example_thumbnail", args=[three_examples["bpmn-ru-zakupka"].pk]) in page
     assert "Закупка канцелярских товаров" in page  # the description's excerpt
     assert "icon-yes.svg" in page and "icon-unknown.svg\" alt=\"\"> pending" in page
     assert "failed: The image file is missing." in page

@@ -116,7 +116,7 @@ def test_an_htmx_request_gets_only_the_results(alice, timeline):
     html = response.content.decode()
     assert response.status_code == 200
     assert "<html" not in html and "<form" not in html
-    assert '<table class="history">' in html
+    assert '<table class="history conversions">' in html
     assert "Order chart" in html and "Hiring chart" not in html
     assert "HX-Request" in response["Vary"]
 

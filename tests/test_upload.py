@@ -23,7 +23,8 @@ from django.utils.html import escape
 from PIL import Image
 
 from describer import services
-from describer.images import normalise_upload
+from describer.forms import UploadForm
+from describer.images import allowed_text, normalise_upload
 from describer.models import Conversion
 from tests.conftest import diagram_png, png_bytes
 
@@ -328,3 +329,119 @@ def test_a_failed_save_leaves_no_files_behind(user, media_root):
 
 def test_only_get_and_post_are_allowed(alice):
     assert alice.put(reverse("upload")).status_code == 405
+
+
+# --- Several files at once ----------------------------------------------------------------
+
+
+def post_files(client, files: list[tuple[str, bytes]], language: str = "", **headers):
+    uploads = [SimpleUploadedFile(name, content) for name, content in files]
+    return client.post(reverse("upload"), {"image": uploads, "language": language}, **headers)
+
+
+def test_several_images_become_one_conversion_each_and_the_history_lists_them(alice, user):
+    response = post_files(alice, [("order.png", diagram_png("Order")), ("hiring.jpg", jpeg_bytes())], language="ru")
+
+    assert response.status_code == 302
+    assert response["Location"] == reverse("history")
+    order, hiring = Conversion.objects.order_by("created_at")
+    assert (order.original_filename, hiring.original_filename) == ("order.png", "hiring.jpg")
+    assert {order.language, hiring.language} == {"ru"}
+    assert {order.owner, hiring.owner} == {user}
+    assert order.input_image.name != hiring.input_image.name
+    page = alice.get(response["Location"]).content.decode()
+    assert "Each image is queued as its own conversion: order.png, hiring.jpg." in page
+
+
+def test_an_htmx_upload_of_several_images_sends_the_browser_to_the_history(alice):
+    response = post_files(alice, [("a.png", diagram_png()), ("b.png", diagram_png())], HTTP_HX_REQUEST="true")
+
+    assert response["HX-Redirect"] == reverse("history")
+    assert Conversion.objects.count() == 2
+
+
+def test_one_refused_file_refuses_all_naming_it_and_keeps_the_language(alice, media_root):
+    response = post_files(alice, [("order.png", diagram_png()), ("photo.gif", png_bytes(fmt="GIF"))], language="ru")
+
+    assert response.status_code == 400
+    form = response.context["form"]
+    [message] = form.errors["image"]
+    assert message.startswith("photo.gif: The file does not have a .png, .jpg or .jpeg extension. " + ALLOWED)
+    assert form.refused_indexes == [1]
+    html = response.content.decode()
+    assert 'data-refused="1"' in html
+    assert '<option value="ru" selected>' in html
+    assert Conversion.objects.count() == 0
+    assert files_under(media_root) == []
+
+
+def test_every_refused_file_is_named_in_one_answer(alice):
+    files = [("empty.png", b""), ("fine.png", diagram_png()), ("cut.png", half(diagram_png())), ("bomb.png", zlib_bomb_png())]
+
+    response = post_files(alice, files)
+
+    form = response.context["form"]
+    # The bomb is refused by its header, with the name and size checks, before any file is decoded.
+    assert [message.split(":")[0] for message in form.errors["image"]] == ["empty.png", "bomb.png"]
+    assert form.refused_indexes == [0, 3]
+
+    response = post_files(alice, files[1:3])
+
+    assert response.context["form"].errors["image"] == [
+        "cut.png: The image is truncated or corrupt and cannot be read. " + allowed_text()
+    ]
+    assert response.context["form"].refused_indexes == [1]
+
+
+def test_at_most_ten_files_are_taken_at_once(alice):
+    response = post_files(alice, [(f"d{i}.png", diagram_png()) for i in range(11)])
+
+    assert response.status_code == 400
+    assert response.context["form"].errors["image"] == ["At most 10 images can be sent at once."]
+    assert Conversion.objects.count() == 0
+
+
+def test_a_failed_save_among_several_leaves_no_rows_or_files_behind(user, media_root):
+    images = [("a.png", normalise_upload(diagram_png(), "a.png")), ("b.png", normalise_upload(diagram_png(), "b.png"))]
+
+    with pytest.raises(DataError):
+        services.conversions_create_from_images(owner=user, images=images, language="klingon")
+
+    assert Conversion.objects.count() == 0
+    assert files_under(media_root) == []
+
+
+def test_the_page_gives_the_browser_the_servers_limits_and_messages(alice, settings):
+    settings.UPLOAD_MAX_BYTES = 3 * 1024 * 1024
+    settings.UPLOAD_MAX_PIXELS = 2_500_000
+
+    html = alice.get(reverse("upload")).content.decode()
+
+    assert 'data-max-bytes="3145728"' in html
+    assert 'data-max-pixels="2500000"' in html
+    assert 'data-min-side="16"' in html
+    assert 'data-max-files="10"' in html
+    assert 'data-extensions=".jpeg,.jpg,.png"' in html
+    assert 'data-size-units="{n}\xa0GB|{n}\xa0MB|{n}\xa0KB|{n}\xa0bytes"' in html
+    limits = "Allowed: PNG or JPEG, at most 3.0\xa0MB and 2.5 megapixels."
+    assert f'data-msg-size="{{name}}: The file is {{size}}, which is too large. {limits}"' in html
+    assert f'data-msg-extension="{{name}}: The file does not have a .png, .jpg or .jpeg extension. {limits}"' in html
+    assert "{w}×{h} pixels ({mp} megapixels)" in html
+    assert 'multiple' in html and 'name="image"' in html
+    assert "js/upload.js" in html
+
+
+def test_the_browsers_messages_are_in_the_users_language(alice):
+    alice.post(reverse("set_language"), {"language": "ru"})
+
+    html = alice.get(reverse("upload")).content.decode()
+
+    assert 'data-size-units="{n}\xa0ГБ|{n}\xa0МБ|{n}\xa0КБ|{n}\xa0байт"' in html
+    assert "Допустимы PNG и JPEG размером не более 10,0\xa0МБ и 40 Мп." in html
+
+
+def test_the_api_still_takes_one_image_through_the_same_form():
+    form = UploadForm({"language": ""}, {"image": SimpleUploadedFile("flow.png", diagram_png())})
+
+    assert form.is_valid(), form.errors
+    assert (form.normalised.width, form.normalised.height) == (640, 400)

@@ -23,6 +23,10 @@ class TokenAuth(HttpBearer):
         if api_token is None:
             raise TokenRefused(_("This API token is not valid: it was revoked or mistyped. "
                                  "Create a new one on your settings page (/settings/)."))
+        if api_token.is_expired:
+            raise TokenRefused(_("This API token expired at %(time)s. Create a new one on your settings page "
+                                 "(/settings/) and choose how long it stays valid.")
+                               % {"time": api_token.expires_at.isoformat(timespec="seconds")})
         if not api_token.user.is_active:
             raise TokenRefused(_("The account this API token belongs to is deactivated; "
                                  "ask an administrator to reactivate it."))

@@ -31,7 +31,9 @@ def token_create(request: HttpRequest) -> HttpResponse:
     form = ApiTokenForm(request.POST)
     if not form.is_valid():
         return _render(request, form, status=400)
-    _token, raw = api_token_create(user=request.user, name=form.cleaned_data["name"])
+    _token, raw = api_token_create(
+        user=request.user, name=form.cleaned_data["name"], days=form.cleaned_data["expires_in"]
+    )
     # Rendered, not redirected: the token exists in clear only in this response.
     return _render(request, ApiTokenForm(), new_token=raw)
 

@@ -33,6 +33,7 @@ def titles() -> dict[int, str]:
         401: _("Not authenticated"),
         404: _("Not found"),
         405: _("Method not allowed"),
+        409: _("Conflict"),
         413: _("Content too large"),
         415: _("Unsupported media type"),
         422: _("Invalid input"),

@@ -6,11 +6,20 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+from django.db.models import Prefetch, QuerySet
 from django.urls import reverse
 from ninja import Field, Schema
 
 from describer.graph.model import ProcessGraph
-from describer.models import Conversion, ConversionExample
+from describer.mermaid import MERMAID_MAX_CHARS
+from describer.models import Conversion, ConversionExample, MermaidVersion
+
+PARSE_CHECK_DESCRIPTION = (
+    "What checked whether the code parses: \"browser\" (Mermaid's own parser, the version the site vendors, "
+    "in the site's editor before it saved the code), \"api_client\" (the API client that saved it reported the "
+    "parser's error), or null: not checked yet. The server runs no Mermaid parser, so the model's code and its "
+    "repairs stay null until the editor or a client reports on them."
+)
 
 
 class Problem(Schema):
@@ -33,6 +42,42 @@ class TextIn(Schema):
         "at most TEXT_INPUT_MAX_CHARS characters (20,000 by default).",
         examples=["Customer places an order. If the item is in stock, ship it; otherwise notify the customer."],
     )
+
+
+class MermaidIn(Schema):
+    code: str = Field(
+        description=f"The Mermaid code (a flowchart); at most {MERMAID_MAX_CHARS:,} characters.",
+        examples=["flowchart TD\n    A([Order received]) --> B{In stock?}\n    B -->|yes| C([Shipped])"],
+    )
+    parse_error: str = Field(
+        "", description="The Mermaid parser's message if you parsed the code and it failed. Leave it out if you "
+        "did not parse it: the version's `parses` is then null (not checked), never true on your word alone.",
+    )
+
+
+class RepairIn(Schema):
+    code: str = Field(description="The Mermaid code that does not parse (usually the current version's).")
+    parse_error: str = Field(
+        description="The Mermaid parser's message for it; the model gets it with the code.",
+        examples=["Parse error on line 3: ... Expecting 'SQE', got 'PS'"],
+    )
+
+
+class MermaidVersionOut(Schema):
+    number: int = Field(description="1 for the first; the highest is the current code (output_mermaid).")
+    code: str
+    origin: MermaidVersion.Origin = Field(
+        description="model: the first drawing; repair: the model's repair; edit: saved by its owner; "
+        "restore: an earlier version made current again; graph: drawn from a description's process graph."
+    )
+    parses: bool | None = Field(description="Whether Mermaid parses the code; null: not checked yet.")
+    parse_error: str = Field(description="The parser's message when it does not parse.")
+    parse_checked_by: MermaidVersion.ParseChecker | None = Field(description=PARSE_CHECK_DESCRIPTION)
+    created_at: datetime
+
+    @staticmethod
+    def resolve_parse_checked_by(obj: MermaidVersion) -> str | None:
+        return obj.parse_checked_by or None
 
 
 class ListFilters(Schema):
@@ -81,6 +126,15 @@ class ConversionOut(Schema):
         description="Diagram → text: title, participants, steps (with conditions and branches), end states."
     )
     output_mermaid: str = Field(description="Text → diagram: the Mermaid code, once done.")
+    mermaid_version: int | None = Field(
+        description="Text → diagram: the number of the current version of the code (GET …/versions lists them)."
+    )
+    mermaid_parses: bool | None = Field(
+        description="Text → diagram: whether Mermaid parses output_mermaid; null when not checked yet (or there "
+        "is no code). See mermaid_parse_checked_by."
+    )
+    mermaid_parse_error: str = Field(description="The parser's message when mermaid_parses is false.")
+    mermaid_parse_checked_by: MermaidVersion.ParseChecker | None = Field(description=PARSE_CHECK_DESCRIPTION)
     graph: ProcessGraph | None = Field(
         description="The process graph behind the description and the drawing, once done; every export is "
         "rendered from it (GET …/export)."
@@ -110,17 +164,40 @@ class ConversionOut(Schema):
         "weights' SHA-256), or \"\" for the base model alone.",
     )
     timings: dict[str, int | float | None] = Field(
-        description="Seconds: queue_wait_s, preprocessing_s, retrieval_s, first_token_s, generation_s, ocr_s (reading the image's text, beside the model), ocr_wait_s; "
-        "tokens and tokens_per_s."
+        description="Seconds of the last run (a repair's own, after a repair): queue_wait_s (from queued_at), "
+        "preprocessing_s, retrieval_s, first_token_s, generation_s, ocr_s (reading the image's text, beside the "
+        "model), ocr_wait_s; tokens and tokens_per_s. Empty while a retry or repair waits."
     )
     examples_used: list[ExampleUsedOut] = Field(description="The curated examples given to the model as context.")
     source_id: UUID | None = Field(description="The diagram → text conversion this one was drawn from, if any.")
     created_at: datetime
+    queued_at: datetime = Field(description="When its current run was asked for: its creation, or the latest "
+                                "retry or repair.")
     started_at: datetime | None
     finished_at: datetime | None
     url: str = Field(description="This conversion in the API.")
     events_url: str = Field(description="Its live progress as Server-Sent Events.")
     page_url: str = Field(description="Its page on the web site.")
+
+    @staticmethod
+    def resolve_mermaid_version(obj: Conversion) -> int | None:
+        version = obj.current_mermaid_version()
+        return version.number if version else None
+
+    @staticmethod
+    def resolve_mermaid_parses(obj: Conversion) -> bool | None:
+        version = obj.current_mermaid_version()
+        return version.parses if version else None
+
+    @staticmethod
+    def resolve_mermaid_parse_error(obj: Conversion) -> str:
+        version = obj.current_mermaid_version()
+        return version.parse_error if version else ""
+
+    @staticmethod
+    def resolve_mermaid_parse_checked_by(obj: Conversion) -> str | None:
+        version = obj.current_mermaid_version()
+        return (version.parse_checked_by or None) if version else None
 
     @staticmethod
     def resolve_adapter(obj: Conversion) -> str:
@@ -169,13 +246,24 @@ class ConversionPage(Schema):
 
 
 class ProgressEvent(Schema):
-    """One `progress` event of the stream: the same data the web page gets. Lenient (defaults, a
-    plain-string stage), so that an event from a newer worker is passed on rather than dropped."""
+    """One `progress` event of the stream. Lenient (defaults, a plain-string stage), so that an
+    event from a newer worker is passed on rather than dropped."""
 
     stage: str
-    text: str = Field("", description="All the text written so far (not only the new part).")
-    tokens: int = 0
+    delta: str = Field("", description="The text written since the last event: append it to the text so far.")
+    reset: bool = Field(
+        False, description="The text started over (the job was restarted): drop the text so far before appending."
+    )
+    tokens: int = Field(0, description="Tokens written so far.")
     elapsed: float | None = Field(None, description="Seconds since the job started.")
+
+
+def with_output_relations(conversions: QuerySet[Conversion]) -> QuerySet[Conversion]:
+    """What ConversionOut reads besides the row, in two queries for any number of conversions
+    (the versions without their code: only the newest one's parse status is shown)."""
+    return conversions.prefetch_related(
+        "examples_used__example", Prefetch("mermaid_versions", queryset=MermaidVersion.objects.defer("code"))
+    )
 
 
 def conversion_data(conversion: Conversion, request) -> dict[str, Any]:

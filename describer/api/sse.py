@@ -9,6 +9,13 @@ finished conversion is noticed even when its `finished` event never arrives,
 and a queued one reports its moving queue position. While Redis is down the
 stream does not fail: it polls the row alone and sends its saved partial text as
 `progress` events, then listens again once the layer answers.
+
+The worker's events carry the whole text so far (the page's WebSocket needs that:
+a dropped event is healed by the next). The stream sends only what is new, as
+OpenAI-style streams do: each `progress` has the `delta` since the text the client
+already has (the latest `state`'s `output_raw` and the deltas after it), or `reset`
+when the text started over; `finished` has the whole text. A lost layer message
+costs nothing: the next delta covers it.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.http import HttpRequest
 
-from describer.api.schemas import ProgressEvent, conversion_data
+from describer.api.schemas import ProgressEvent, conversion_data, with_output_relations
 from describer.cache import ThrottledWarning
 from describer.models import Conversion
 from describer.progress import group_name
@@ -43,12 +50,7 @@ def sse(event: str, data: dict) -> str:
 
 @database_sync_to_async
 def _load(request: HttpRequest, conversion: Conversion) -> tuple[Conversion | None, dict | None]:
-    fresh = (
-        Conversion.objects.owned_by(conversion.owner_id)
-        .prefetch_related("examples_used__example")
-        .filter(pk=conversion.pk)
-        .first()
-    )
+    fresh = with_output_relations(Conversion.objects.owned_by(conversion.owner_id)).filter(pk=conversion.pk).first()
     return fresh, (conversion_data(fresh, request) if fresh else None)
 
 
@@ -103,9 +105,29 @@ async def event_stream(request: HttpRequest, conversion: Conversion) -> AsyncIte
         await listener.leave()
 
 
-def _saved_progress(conversion: Conversion) -> str:
-    event = {"stage": conversion.stage, "text": conversion.output_raw, "tokens": conversion.tokens_generated}
-    return sse("progress", ProgressEvent.model_validate(event).model_dump(mode="json"))
+class _SentText:
+    """The text the client has, so that each progress event carries only what is new."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def progress(self, event: dict) -> str:
+        """A `progress` event for a worker's event (or the saved row), which holds the whole text."""
+        text = event.get("text") or ""
+        reset = not text.startswith(self.text)
+        delta = text if reset else text[len(self.text):]
+        self.text = text
+        progress = ProgressEvent.model_validate({**event, "delta": delta, "reset": reset})
+        return sse("progress", progress.model_dump(mode="json"))
+
+    def state(self, data: dict) -> str:
+        self.text = data["output_raw"]  # a client takes the conversion's text as its own
+        return sse("state", data)
+
+
+def _saved_progress(conversion: Conversion, sent: _SentText) -> str:
+    row = {"stage": conversion.stage, "text": conversion.output_raw, "tokens": conversion.tokens_generated}
+    return sent.progress(row)
 
 
 async def _events(request: HttpRequest, conversion: Conversion, listener: _Listener) -> AsyncIterator[str]:
@@ -113,7 +135,8 @@ async def _events(request: HttpRequest, conversion: Conversion, listener: _Liste
     if fresh is None:
         yield sse("deleted", {"id": str(conversion.pk)})
         return
-    yield sse("state", data)
+    sent = _SentText("")
+    yield sent.state(data)
     if fresh.is_finished:
         yield sse("finished", data)
         return
@@ -123,8 +146,7 @@ async def _events(request: HttpRequest, conversion: Conversion, listener: _Liste
     while True:
         message = await listener.receive()
         if message and message.get("type") == "conversion.progress":
-            progress = ProgressEvent.model_validate(message).model_dump(mode="json")
-            yield sse("progress", progress)
+            yield sent.progress(message)
             last_sent = time.monotonic()
             continue
         # A `finished` message, or a quiet spell: look at the row itself.
@@ -137,11 +159,11 @@ async def _events(request: HttpRequest, conversion: Conversion, listener: _Liste
             return
         if not listener.joined and fresh.output_raw != saved_text:  # no live events: the saved text
             saved_text = fresh.output_raw
-            yield _saved_progress(fresh)
+            yield _saved_progress(fresh, sent)
             last_sent = time.monotonic()
         elif data["queue_position"] != queue_position:
             queue_position = data["queue_position"]
-            yield sse("state", data)
+            yield sent.state(data)
             last_sent = time.monotonic()
         elif time.monotonic() - last_sent >= HEARTBEAT_SECONDS:
             yield ": keep-alive\n\n"

@@ -3,7 +3,8 @@
 The API authenticates by token, not session: its views are exempt from
 LoginRequiredMiddleware (and, being ninja's, from CSRF). Answers that ninja
 gives outside its operations are made problem details too: a method the
-address does not take (405) and an address with no endpoint (404).
+address does not take (405) and an address with no endpoint (404). The rate
+limit's headers are added here to every answer of a counted request.
 """
 
 from __future__ import annotations
@@ -24,6 +25,14 @@ from describer.api.problems import ApiProblem, problem_response
 app_name = "api"
 
 
+def _finished(request: HttpRequest, response: HttpResponseBase) -> HttpResponseBase:
+    """Every answer of a rate-limited request carries its X-RateLimit headers (ratelimit.py), the
+    errors' too; a 405 becomes a problem."""
+    for name, value in getattr(request, "rate_limit_headers", {}).items():
+        response[name] = value
+    return _as_problem(request, response)
+
+
 def _as_problem(request: HttpRequest, response: HttpResponseBase) -> HttpResponseBase:
     if not isinstance(response, HttpResponseNotAllowed):
         return response
@@ -37,10 +46,10 @@ def api_view(view: Callable) -> Callable:
     """ninja's view, exempt from the login requirement, with problem details for 405."""
     if iscoroutinefunction(view):
         async def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponseBase:
-            return _as_problem(request, await view(request, *args, **kwargs))
+            return _finished(request, await view(request, *args, **kwargs))
     else:
         def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponseBase:
-            return _as_problem(request, view(request, *args, **kwargs))
+            return _finished(request, view(request, *args, **kwargs))
     return csrf_exempt(login_not_required(functools.wraps(view)(wrapper)))
 
 

@@ -23,17 +23,20 @@
 
   function language() { return document.documentElement.lang || undefined; }
 
-  // As Django's filesizeformat writes it (1024-based, one decimal), in the page's language.
+  // As Django's filesizeformat writes it (1024-based, one decimal), from its own forms in the
+  // page's language: data-size-units is "{n} GB|{n} MB|{n} KB|{n} bytes".
   function formatSize(bytes) {
-    var units = [["gigabyte", 1073741824], ["megabyte", 1048576], ["kilobyte", 1024]];
-    for (var i = 0; i < units.length; i++) {
-      if (bytes >= units[i][1]) {
-        return new Intl.NumberFormat(language(), {
-          style: "unit", unit: units[i][0], minimumFractionDigits: 1, maximumFractionDigits: 1,
-        }).format(bytes / units[i][1]);
+    var units = uploadForm().dataset.sizeUnits.split("|");
+    var steps = [1073741824, 1048576, 1024];
+    for (var i = 0; i < steps.length; i++) {
+      if (bytes >= steps[i]) {
+        var number = new Intl.NumberFormat(language(), {
+          minimumFractionDigits: 1, maximumFractionDigits: 1, useGrouping: false,
+        }).format(Math.round(bytes / steps[i] * 10) / 10);
+        return fill(units[i], {n: number});
       }
     }
-    return new Intl.NumberFormat(language(), {style: "unit", unit: "byte", unitDisplay: "long"}).format(bytes);
+    return fill(units[3], {n: bytes});
   }
 
   function megapixels(pixels) {
@@ -115,6 +118,7 @@
     var name = document.createElement("span");
     name.className = "upload-preview-name";
     name.textContent = file.name;
+    name.title = file.name;
     var size = document.createElement("span");
     size.className = "upload-preview-size";
     size.textContent = formatSize(file.size);
@@ -144,9 +148,11 @@
     });
   }
 
-  function drop(form, file, message) {
+  // A file refused after it was added (its contents were checked later); the form may be a new one.
+  function drop(file, message) {
+    var form = uploadForm();
     var index = chosen.indexOf(file);
-    if (index < 0) return;
+    if (!form || index < 0) return;
     chosen.splice(index, 1);
     syncInput(form);
     render(form);
@@ -158,13 +164,13 @@
   function checkContents(form, file) {
     file.slice(0, 8).arrayBuffer().then(function (buffer) {
       if (!looksLikeImage(new Uint8Array(buffer))) {
-        drop(form, file, fill(form.dataset.msgFormat, {name: file.name}));
+        drop(file, fill(form.dataset.msgFormat, {name: file.name}));
         return;
       }
       var probe = new Image();
       probe.addEventListener("load", function () {
         var problem = pixelProblem(form, file, probe.naturalWidth, probe.naturalHeight);
-        if (problem) drop(uploadForm() || form, file, problem);
+        if (problem) drop(file, problem);
       });
       probe.src = urlFor(file);
     });
@@ -241,7 +247,6 @@
     chosen.splice(Number(button.dataset.removeIndex), 1);
     syncInput(form);
     render(form);
-    showErrors(form, [], false);
     fileInput(form).focus();
   });
 
