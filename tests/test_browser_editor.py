@@ -10,11 +10,13 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from describer import graphs, services
-from describer.models import Conversion, MermaidVersion
+from describer import examples, graphs, services
+from describer.models import Conversion, Example, MermaidVersion
 from describer.postprocess import structure_description
 from tests.browser import log_in
-from tests.conftest import PASSWORD
+from tests.conftest import PASSWORD, png_bytes
+from tests.example_files import write_example
+from tests.test_pages_examples import BIG, used_by
 from tests.test_process_graph import DESCRIPTION
 
 pytestmark = pytest.mark.browser
@@ -251,4 +253,21 @@ def test_a_repair_no_parser_has_seen_gets_its_badge_when_the_editor_draws_it(
     if not parses:
         assert badge.inner_text() == "does not parse"
         assert repair.parse_error.startswith("Line 3: the shape opened with")
+    assert page_errors == []
+
+
+def test_an_example_thumbnail_opens_the_full_picture_to_zoom(live_server, page, page_errors, user, make_conversion, tmp_path):
+    write_example(tmp_path / "in", "flow-en-big", image=png_bytes(BIG, color="lightblue"))
+    examples.import_folder(tmp_path / "in")
+    conversion = used_by(make_conversion(status="done", output_text="# Steps\n1. Start."), Example.objects.get())
+    log_in(page, live_server.url, user.username, PASSWORD)
+    page.goto(f"{live_server.url}{conversion.get_absolute_url()}")
+
+    thumbnail = page.locator(".example-list img[data-zoom-image]")
+    assert thumbnail.evaluate("img => img.naturalWidth") <= 192
+    thumbnail.click()
+    page.wait_for_selector("dialog.zoom-viewer[open] svg image")
+    assert page.get_attribute("dialog.zoom-viewer svg image", "width") == str(BIG[0]), "the full picture, not the thumbnail"
+    page.keyboard.press("Escape")
+    page.wait_for_selector("dialog.zoom-viewer[open]", state="detached")
     assert page_errors == []
