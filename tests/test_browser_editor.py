@@ -271,3 +271,22 @@ def test_an_example_thumbnail_opens_the_full_picture_to_zoom(live_server, page, 
     page.keyboard.press("Escape")
     page.wait_for_selector("dialog.zoom-viewer[open]", state="detached")
     assert page_errors == []
+
+
+NODE_FILL_JS = "() => getComputedStyle(document.querySelector('.diagram-preview svg .node rect, .diagram-preview svg .node path')).fill"
+
+
+def test_the_drawing_follows_the_dark_theme_but_files_stay_light(open_code, page, page_errors):
+    open_code(GOOD)
+    light_fill = page.evaluate(NODE_FILL_JS)
+
+    page.select_option("[data-theme-select]", "dark")
+    page.wait_for_function(f"light => ({NODE_FILL_JS})() !== light", arg=light_fill)
+    assert page.evaluate("() => document.documentElement.dataset.theme") == "dark"
+    with page.expect_download() as info:
+        page.click("button[data-export=svg]")
+    exported = info.value.path().read_text(encoding="utf-8").upper()
+    shown = page.evaluate("() => document.querySelector('.diagram-preview svg style').textContent").upper()
+    assert "#ECECFF" in exported, "the file has Mermaid's default (light) node colour"
+    assert "#ECECFF" not in shown, "the page shows the dark drawing"
+    assert page_errors == []
