@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.widgets import AdminFileWidget
@@ -11,6 +13,7 @@ from django.shortcuts import get_object_or_404
 from django.templatetags.static import static
 from django.urls import path, reverse
 from django.utils import timezone
+from django.utils.formats import date_format
 from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
 from django.utils.translation import gettext_lazy as _
@@ -21,6 +24,19 @@ from describer import adapters as adapter_files
 from describer.models import Adapter, Conversion, ConversionExample, Example, Worker
 from describer.postprocess import structure_description
 from describer.services import wake_worker
+
+
+EXCERPT_CHARS = 80
+MARKDOWN_LINE_START = re.compile(r"^\s*(?:#{1,6}\s+|[-*+]\s+|\d+[.)]\s+|>\s*)+")
+MARKDOWN_LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
+MARKDOWN_EMPHASIS = re.compile(r"\*\*|__|`")
+
+
+def plain_lines(markdown: str) -> list[str]:
+    """Each line of a description without its Markdown markers (headings, list items, links,
+    bold, code); empty lines stay, as empty strings."""
+    lines = (MARKDOWN_LINE_START.sub("", line) for line in markdown.splitlines())
+    return [MARKDOWN_EMPHASIS.sub("", MARKDOWN_LINK.sub(r"\1", line)).strip() for line in lines]
 
 
 class EmbeddingFilter(admin.SimpleListFilter):
@@ -91,7 +107,9 @@ class ExampleAdmin(admin.ModelAdmin):
     leaves the example pending, and the worker embeds it between jobs (status in the list)."""
 
     form = ExampleAdminForm
-    list_display = ["list_thumbnail", "name", "excerpt", "diagram_type", "language", "embedding_status", "updated_at"]
+    # Few, narrow columns, so that the description's excerpt has room and nothing is cut off
+    # beside the filters at 1440 px (the full text is the excerpt's tooltip).
+    list_display = ["list_thumbnail", "name", "excerpt", "type_and_language", "list_embedding_status", "updated"]
     list_display_links = ["list_thumbnail", "name"]
     list_filter = [EmbeddingFilter, "diagram_type", "language"]
     search_fields = ["name", "description", "mermaid"]
@@ -147,7 +165,8 @@ class ExampleAdmin(admin.ModelAdmin):
         if not obj.pk or not obj.image:
             return "—"
         url = reverse("admin:describer_example_thumbnail", args=[obj.pk])
-        return format_html('<img src="{}" alt="" loading="lazy" style="max-height:60px;max-width:100px">', url)
+        style = "display:block;max-height:48px;max-width:80px"
+        return format_html('<img src="{}" alt="" loading="lazy" style="{}">', url, style)
 
     @admin.display(description=_("preview"))
     def preview(self, obj: Example):
@@ -156,23 +175,48 @@ class ExampleAdmin(admin.ModelAdmin):
         return format_html('<img src="{}" alt="" style="max-width:480px">', reverse("example_image", args=[obj.pk]))
 
     @admin.display(description=_("description"))
-    def excerpt(self, obj: Example) -> str:
-        return Truncator(obj.description).chars(90)
+    def excerpt(self, obj: Example):
+        pairs = list(zip(obj.description.splitlines(), plain_lines(obj.description)))
+        # Section headings ("Steps", "Participants") say nothing about this one example.
+        shown = " · ".join(plain for raw, plain in pairs if plain and not raw.lstrip().startswith("##"))
+        full = "\n".join(plain for raw, plain in pairs if plain)
+        excerpt = Truncator(shown).chars(EXCERPT_CHARS)
+        return format_html('<span title="{}" style="display:block;min-width:14em">{}</span>', full, excerpt)
+
+    @admin.display(description=_("type, language"), ordering="diagram_type")
+    def type_and_language(self, obj: Example) -> str:
+        return f"{obj.get_diagram_type_display()}, {obj.get_language_display()}"
 
     @admin.display(description=_("embedded"))
-    def embedding_status(self, obj: Example):
+    def embedding_status(self, obj: Example, *, error_chars: int | None = None):
+        """Yes, pending, or failed with the reason; the list shortens the reason (error_chars)
+        and keeps all of it in the tooltip."""
         has_embedding = getattr(obj, "has_embedding", None)
         if has_embedding is None:
             has_embedding = obj.embedding is not None
         if has_embedding:
             return format_html('<img src="{}" alt=""> {}', static("admin/img/icon-yes.svg"), _("yes"))
         if obj.embedding_error:
+            reason = Truncator(obj.embedding_error).chars(error_chars) if error_chars else obj.embedding_error
             return format_html(
-                '<img src="{}" alt=""> {}: {}', static("admin/img/icon-no.svg"), _("failed"), obj.embedding_error
-            )
+                '<span title="{}"><img src="{}" alt=""> {}: {}</span>',
+                obj.embedding_error, static("admin/img/icon-no.svg"), _("failed"), reason,
+            )  # fmt: skip
         return format_html(
             '<img src="{}" alt=""> {}', static("admin/img/icon-unknown.svg"), _("pending")
         )
+
+    @admin.display(description=_("embedded"))
+    def list_embedding_status(self, obj: Example):
+        return self.embedding_status(obj, error_chars=30)
+
+    @admin.display(description=_("updated"), ordering="updated_at")
+    def updated(self, obj: Example):
+        moment = timezone.localtime(obj.updated_at)
+        return format_html(
+            '<time datetime="{}" title="{}" style="white-space:nowrap">{}</time>',
+            moment.isoformat(), date_format(moment, "DATETIME_FORMAT"), date_format(moment, "DATE_FORMAT"),
+        )  # fmt: skip
 
     @admin.display(description=_("source conversion"))
     def source(self, obj: Example):

@@ -171,7 +171,7 @@ def test_the_tokens_table_shows_when_each_token_expires(alice, user):
     page = alice.get(reverse("settings")).content.decode()
 
     assert "Never expires" in page
-    assert page.count('<td class="token-expiry"><time datetime=') == 2
+    assert page.count('<td class="token-expiry" data-label="Expires"><time datetime=') == 2
     assert re.search(r'<tr id="token-%s" class="expired">.*?expired</span>' % old.pk, page, re.DOTALL)
 
 

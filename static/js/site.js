@@ -65,6 +65,21 @@
     });
   });
 
+  // The top bar's menu on a phone (a <details>, base.html): Escape or a click elsewhere closes it.
+  function openMenu() {
+    return document.querySelector("[data-topmenu][open]");
+  }
+  document.addEventListener("keydown", function (event) {
+    var menu = openMenu();
+    if (event.key !== "Escape" || !menu) return;
+    menu.open = false;
+    menu.querySelector("summary").focus();
+  });
+  document.addEventListener("click", function (event) {
+    var menu = openMenu();
+    if (menu && !menu.contains(event.target)) menu.open = false;
+  });
+
   // The confirmation dialog: htmx loads a fragment into <dialog id="modal">; show it.
   document.addEventListener("htmx:afterSwap", function (event) {
     if (event.detail.target.id === "modal") event.detail.target.showModal();
