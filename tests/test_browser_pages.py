@@ -4,8 +4,6 @@ CSRF token, example thumbnails. SCREENSHOT_DIR=… keeps pictures of each page i
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 
 import pytest
 from django.urls import reverse
@@ -17,7 +15,6 @@ from describer.models import Conversion, ConversionExample, Example
 from tests.browser import log_in
 from tests.conftest import PASSWORD, png_bytes
 from tests.example_files import write_example
-from tests.test_browser_lifecycle import screenshot
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -239,30 +236,6 @@ def test_the_examples_used_are_shown_as_small_thumbnails(live_server, page, page
 
 
 # --- Pictures ---------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("scheme", ["light", "dark"])
-def test_screenshots(live_server, browser, user, make_conversion, long_description, scheme):
-    """Only takes pictures (SCREENSHOT_DIR): history, a finished description, settings, a 404."""
-    make_conversion(title="Hiring chart", status=Conversion.Status.DONE, coverage=0.92)
-    make_conversion(title="Order chart", status=Conversion.Status.FAILED)
-    make_conversion(kind=Conversion.Kind.TEXT_TO_DIAGRAM, input_text="Pay.", status=Conversion.Status.QUEUED)
-    Conversion.objects.filter(pk=long_description.pk).update(cut_off=True)
-    api_token_create(user=user, name="laptop")
-    context = browser.new_context(color_scheme=scheme)
-    page = context.new_page()
-    log_in(page, live_server.url, user.username, PASSWORD)
-    for name, viewport in (("wide", WIDE), ("phone", PHONE)):
-        page.set_viewport_size(viewport)
-        for label, path in (("history", reverse("history")), ("description", long_description.get_absolute_url()),
-                            ("settings", reverse("settings")), ("404", "/no-such-page/")):  # fmt: skip
-            page.goto(f"{live_server.url}{path}")
-            screenshot(page, f"{label}-{name}-{scheme}")
-        page.goto(f"{live_server.url}{long_description.get_absolute_url()}")
-        page.locator(f"#step-{STEPS}").scroll_into_view_if_needed()
-        if os.environ.get("SCREENSHOT_DIR"):  # the window only: is the image still in view?
-            page.screenshot(path=str(Path(os.environ["SCREENSHOT_DIR"]) / f"description-scrolled-{name}-{scheme}.png"))
-    context.close()
 
 
 def test_a_refused_example_name_is_shown_in_the_promote_form(live_server, page, page_errors, staff_user, make_conversion):

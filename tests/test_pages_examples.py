@@ -60,7 +60,9 @@ def test_a_description_shows_the_examples_it_used_as_small_thumbnails(alice, mak
     page = alice.get(conversion.get_absolute_url()).content.decode()
 
     assert data_uri_sizes(page) == [(192, 128)]
-    assert reverse("example_image", args=[big_example.pk]) not in page  # not the full-size image
+    full_size = reverse("example_image", args=[big_example.pk])
+    assert f'src="{full_size}"' not in page, "the page loads the thumbnail, not the full-size image"
+    assert f'data-zoom-image="{full_size}"' in page, "the full-size image opens only in the zoom viewer"
 
 
 def test_a_drawing_shows_its_examples_as_small_thumbnails(alice, make_conversion, big_example):
