@@ -290,3 +290,17 @@ def test_the_drawing_follows_the_dark_theme_but_files_stay_light(open_code, page
     assert "#ECECFF" in exported, "the file has Mermaid's default (light) node colour"
     assert "#ECECFF" not in shown, "the page shows the dark drawing"
     assert page_errors == []
+
+
+def test_a_wide_drawing_gets_the_whole_width_under_the_code(open_code, page, page_errors):
+    chain = " --> ".join(f'N{i}["Step {i}"]' for i in range(12))
+    open_code(f"flowchart LR\n    {chain}")
+
+    assert page.locator(".diagram-workspace.wide-drawing").count() == 1
+    code, preview = page.locator(".cm-editor").bounding_box(), page.locator(".diagram-preview").bounding_box()
+    assert preview["y"] >= code["y"] + code["height"], "under the code"
+    assert preview["width"] == pytest.approx(code["width"], abs=4) and preview["width"] > 1000, "across the page"
+
+    type_code(page, "flowchart TD\n    A --> B --> C")
+    page.wait_for_function("() => !document.querySelector('.diagram-workspace.wide-drawing')")
+    assert page_errors == []

@@ -299,18 +299,36 @@
     var shown = svg.cloneNode(true);
     this.preview.replaceChildren(shown);
     this.preview.classList.remove("stale", "empty");
+    this.placePreview(svg);
     this.fitHeight(svg);
     if (this.zoom) this.zoom.destroy();
     this.zoom = window.DiagramZoom ? DiagramZoom.attach(this.preview.closest("[data-zoom-frame]"), shown) : null;
     this.finish("ok", null);
   };
 
-  // The preview as tall as the drawing at its width (within CSS's min and max), so a wide
-  // diagram is not a strip in a tall empty box; the user can still drag the box taller.
+  // A drawing much wider than tall (a left-to-right flow with lanes) gets the whole width, under
+  // the code, instead of a narrow column where its labels would be unreadably small. Two
+  // thresholds, so that an edit does not flip the layout back and forth.
+  var WIDE_ENTER = 2.4, WIDE_LEAVE = 1.8;
+
+  Editor.prototype.placePreview = function (svg) {
+    var box = svg.viewBox && svg.viewBox.baseVal;
+    var workspace = this.root.querySelector(".diagram-workspace");
+    if (!box || !box.height || !workspace) return;
+    var ratio = box.width / box.height;
+    var wide = workspace.classList.contains("wide-drawing");
+    workspace.classList.toggle("wide-drawing", wide ? ratio > WIDE_LEAVE : ratio > WIDE_ENTER);
+  };
+
+  // The preview as tall as the drawing at its width, and at least as tall as the code beside
+  // it (CSS caps it at 75% of the window); the user can still drag the box taller.
   Editor.prototype.fitHeight = function (svg) {
     var box = svg.viewBox && svg.viewBox.baseVal;
     if (!box || !box.width) return;
-    this.preview.style.height = Math.round(this.preview.clientWidth * box.height / box.width) + 48 + "px";
+    var drawing = Math.round(this.preview.clientWidth * box.height / box.width) + 48;
+    var beside = this.view.dom.getBoundingClientRect();
+    var sideBySide = Math.abs(beside.top - this.preview.getBoundingClientRect().top) < beside.height;
+    this.preview.style.height = Math.max(drawing, sideBySide ? Math.round(beside.height) : 0) + "px";
   };
 
   Editor.prototype.showEmpty = function () {
