@@ -154,7 +154,9 @@ def test_a_text_over_the_limit_says_how_long_it_is_and_may_be(api, settings):
 
 
 def test_a_text_with_a_nul_character_is_refused(api):
-    assert_problem(api.post_text({"text": "a\x00b"}), 422, "text")
+    problem = assert_problem(api.post_text({"text": "a\x00b"}), 422, "text")
+
+    assert problem["errors"]["text"] == ["Null characters are not allowed."], "the site's words, not a regex"
 
 
 @pytest.mark.parametrize("body", [{}, {"text": 5}, {"words": "x"}, ["x"]])

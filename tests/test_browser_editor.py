@@ -10,14 +10,13 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from describer import examples, graphs, services
+from describer import examples, services
 from describer.models import Conversion, Example, MermaidVersion
-from describer.postprocess import structure_description
 from tests.browser import log_in
 from tests.conftest import PASSWORD, png_bytes
 from tests.example_files import write_example
+from tests.test_browser_graph import described_invoice
 from tests.test_pages_examples import BIG, used_by
-from tests.test_process_graph import DESCRIPTION
 
 pytestmark = pytest.mark.browser
 
@@ -178,10 +177,7 @@ def test_the_preview_zooms_pans_and_goes_fullscreen(open_code, page, page_errors
 def test_pictures_and_the_bpmn_view_of_a_description_zoom_and_go_fullscreen(
     live_server, page, page_errors, user, make_conversion
 ):
-    result = graphs.from_description(DESCRIPTION, "en")
-    canonical = graphs.description_text(result.graph)
-    conversion = make_conversion(status="done", output_text=canonical, title="Invoice approval",
-                                 output_structure=structure_description(canonical, "en").as_dict(), **result.fields())
+    conversion, _ = described_invoice(make_conversion)
     log_in(page, live_server.url, user.username, PASSWORD)
     page.goto(f"{live_server.url}{conversion.get_absolute_url()}")
 

@@ -25,6 +25,10 @@ PROBLEM_MEDIA_TYPE = "application/problem+json"
 # Where ninja reads parameters from; the first element of a validation error's `loc`.
 PARAMETER_SOURCES = {"body", "query", "path", "form", "file", "header", "cookie"}
 
+# Text fields the site's forms check refuse NUL (Django's ProhibitNullCharactersValidator);
+# the schema says so, so that clients (and schemathesis) know it before they send one.
+NO_NUL = r"^[^\x00]*$"
+
 
 def titles() -> dict[int, str]:
     # A function, not a constant: the titles follow the request's language.
@@ -98,6 +102,8 @@ def _field_name(loc: tuple) -> str:
 
 
 def _validation_message(error: dict) -> str:
+    if error.get("type") == "string_pattern_mismatch" and error.get("ctx", {}).get("pattern") == NO_NUL:
+        return _("Null characters are not allowed.")  # Django's own words for the same rule
     if error.get("type") == "missing":
         return _("This field is required.")
     return str(error.get("msg", _("This value is not valid.")))

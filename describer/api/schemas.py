@@ -10,6 +10,7 @@ from django.db.models import Prefetch, QuerySet
 from django.urls import reverse
 from ninja import Field, Schema
 
+from describer.api.problems import NO_NUL
 from describer.graph.model import ProcessGraph
 from describer.mermaid import MERMAID_MAX_CHARS
 from describer.models import Conversion, ConversionExample, MermaidVersion
@@ -38,6 +39,7 @@ class Problem(Schema):
 
 class TextIn(Schema):
     text: str = Field(
+        pattern=NO_NUL,
         description="The process description, in words (plain text or Markdown). Must not be empty; "
         "at most TEXT_INPUT_MAX_CHARS characters (20,000 by default).",
         examples=["Customer places an order. If the item is in stock, ship it; otherwise notify the customer."],
@@ -46,18 +48,20 @@ class TextIn(Schema):
 
 class MermaidIn(Schema):
     code: str = Field(
+        pattern=NO_NUL,
         description=f"The Mermaid code (a flowchart); at most {MERMAID_MAX_CHARS:,} characters.",
         examples=["flowchart TD\n    A([Order received]) --> B{In stock?}\n    B -->|yes| C([Shipped])"],
     )
     parse_error: str = Field(
-        "", description="The Mermaid parser's message if you parsed the code and it failed. Leave it out if you "
+        "", pattern=NO_NUL, description="The Mermaid parser's message if you parsed the code and it failed. Leave it out if you "
         "did not parse it: the version's `parses` is then null (not checked), never true on your word alone.",
     )
 
 
 class RepairIn(Schema):
-    code: str = Field(description="The Mermaid code that does not parse (usually the current version's).")
+    code: str = Field(pattern=NO_NUL, description="The Mermaid code that does not parse (usually the current version's).")
     parse_error: str = Field(
+        pattern=NO_NUL,
         description="The Mermaid parser's message for it; the model gets it with the code.",
         examples=["Parse error on line 3: ... Expecting 'SQE', got 'PS'"],
     )
@@ -83,7 +87,7 @@ class MermaidVersionOut(Schema):
 class ListFilters(Schema):
     kind: Conversion.Kind | None = Field(None, description="Only conversions of this kind.")
     status: Conversion.Status | None = Field(None, description="Only conversions with this status.")
-    q: str = Field("", max_length=200, description="Search titles, input and output texts, file names.")
+    q: str = Field("", max_length=200, pattern=NO_NUL, description="Search titles, input and output texts, file names.")
     page: int = Field(1, ge=1, le=100_000, description="Page number, from 1.")
     page_size: int | None = Field(None, ge=1, le=100, description="Conversions per page (HISTORY_PAGE_SIZE by default).")
 
