@@ -131,9 +131,7 @@ class ExampleAdmin(admin.ModelAdmin):
         image_changed = "image" in form.changed_data
         old_image = Example.objects.get(pk=obj.pk).image.name if change and image_changed else ""
         if image_changed:
-            obj.image_sha256 = examples.file_sha256(obj.image)
-            examples.reset_embedding(obj)
-            examples.make_thumbnail(obj, b"".join(obj.image.chunks()))
+            examples.note_new_image(obj, b"".join(obj.image.chunks()))
         if not obj.name:  # export and import identify examples by name
             title = structure_description(obj.description).title
             obj.name = examples.suggest_name(title, obj.diagram_type, obj.language)

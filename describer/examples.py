@@ -314,9 +314,7 @@ def replace_image(example: Example, content: bytes, filename: str) -> str:
     old = example.image.name if example.image else ""
     suffix = Path(filename).suffix.lower() or ".png"
     example.image.save(f"{example.name or 'example'}{suffix}", ContentFile(content), save=False)
-    example.image_sha256 = hashlib.sha256(content).hexdigest()
-    reset_embedding(example)
-    make_thumbnail(example, content)
+    note_new_image(example, content)
     if old and old != example.image.name:
         storage = example.image.storage
         transaction.on_commit(lambda: storage.delete(old))
@@ -327,6 +325,13 @@ def replace_image(example: Example, content: bytes, filename: str) -> str:
 
 # Lists show examples 96 CSS pixels wide: twice that stays sharp on high-density screens.
 THUMBNAIL_PIXELS = 192
+
+
+def note_new_image(example: Example, content: bytes) -> None:
+    """What a new image (`content`) changes in its example: digest, embedding to redo, thumbnail."""
+    example.image_sha256 = hashlib.sha256(content).hexdigest()
+    reset_embedding(example)
+    make_thumbnail(example, content)
 
 
 def make_thumbnail(example: Example, content: bytes) -> None:

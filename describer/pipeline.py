@@ -135,7 +135,7 @@ class JobRunner:
         if self.should_stop():
             raise WorkerStopping
         progress = JobProgress(job, self.broadcaster, self.worker_name)
-        timings = {"queue_wait_s": job.queue_wait_s()}  # from this run's request: a retry or repair waits anew
+        timings: dict = {}  # jobs.finish adds the queue wait, counted from this run's own request
         try:
             messages = KINDS[job.kind].prepare(self.runtime, job, progress, timings)
         except DatabaseError:

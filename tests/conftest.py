@@ -71,6 +71,18 @@ def alice(client, user):
     return client
 
 
+@pytest.fixture
+def staff(client, staff_user):
+    client.force_login(staff_user)
+    return client
+
+
+@pytest.fixture
+def no_ocr(settings):
+    """Pages without the label boxes of the OCR stage (it needs Tesseract and time)."""
+    settings.DESCRIBER_OCR = False
+
+
 def png_bytes(size=(320, 200), mode="RGB", color="white", fmt="PNG", **save_args) -> bytes:
     image = Image.new(mode, size, color)
     buffer = io.BytesIO()

@@ -11,11 +11,12 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from describer import examples, services
-from describer.models import Conversion, Example, MermaidVersion
+from describer.models import Example, MermaidVersion
 from tests.browser import log_in
 from tests.conftest import PASSWORD, png_bytes
 from tests.example_files import write_example
 from tests.test_browser_graph import described_invoice
+from tests.test_browser_mermaid import open_diagram  # noqa: F401 - a fixture
 from tests.test_pages_examples import BIG, used_by
 
 pytestmark = pytest.mark.browser
@@ -29,23 +30,6 @@ BROKEN = """flowchart TD
     B --> C[["Step"]
     C --> D"""
 SVG_NS = "{http://www.w3.org/2000/svg}"
-READY = "#diagram[data-state=ok], #diagram[data-state=error], #diagram[data-state=empty]"
-
-
-@pytest.fixture
-def open_code(live_server, page, user, make_conversion):
-    def open_(code: str) -> Conversion:
-        conversion = make_conversion(kind=Conversion.Kind.TEXT_TO_DIAGRAM, status=Conversion.Status.DONE,
-                                     title="Leave", input_text="Leave.")
-        services.mermaid_version_add(conversion, code=code, origin=MermaidVersion.Origin.MODEL)
-        log_in(page, live_server.url, user.username, PASSWORD)
-        page.goto(f"{live_server.url}{conversion.get_absolute_url()}")
-        page.wait_for_selector(READY)
-        return conversion
-
-    return open_
-
-
 def labels(page) -> list[str]:
     return page.eval_on_selector_all(".diagram-preview svg text", "texts => texts.map(t => t.textContent.trim())")
 
@@ -58,8 +42,8 @@ def type_code(page, text: str) -> None:
     page.keyboard.insert_text(text)
 
 
-def test_the_editor_is_codemirror_with_line_numbers_and_mermaid_highlighting(open_code, page, page_errors):
-    open_code(GOOD)
+def test_the_editor_is_codemirror_with_line_numbers_and_mermaid_highlighting(open_diagram, page, page_errors):
+    open_diagram(GOOD)
 
     assert page.locator("#mermaid-code").is_hidden(), "the textarea is only the form's field"
     gutter = page.locator(".cm-lineNumbers .cm-gutterElement").all_inner_texts()
@@ -76,8 +60,8 @@ def test_the_editor_is_codemirror_with_line_numbers_and_mermaid_highlighting(ope
     assert page_errors == []
 
 
-def test_a_parse_error_is_one_plain_sentence_marked_on_its_line(open_code, page, page_errors):
-    open_code(BROKEN)
+def test_a_parse_error_is_one_plain_sentence_marked_on_its_line(open_diagram, page, page_errors):
+    open_diagram(BROKEN)
 
     message = page.inner_text("[data-error-message]")
     assert message == "Line 3: the shape opened with “[[” is not closed: Mermaid expected “]]” here, but found “]”."
@@ -97,16 +81,16 @@ def test_a_parse_error_is_one_plain_sentence_marked_on_its_line(open_code, page,
     assert page_errors == []
 
 
-def test_an_expected_token_list_becomes_a_sentence(open_code, page):
-    open_code("flowchart TD\n    A --> B\n    B --> --> C")
+def test_an_expected_token_list_becomes_a_sentence(open_diagram, page):
+    open_diagram("flowchart TD\n    A --> B\n    B --> --> C")
 
     # Jison expected AMP, COLON, PIPE, TESTSTR, DOWN, DEFAULT, NUM, COMMA, NODE_STRING, … and got LINK "--> ".
     message = page.inner_text("[data-error-message]")
     assert message == "Line 3: Mermaid expected “|”, text, “&” or something else here, but found “-->”."
 
 
-def test_code_that_does_not_parse_on_load_says_so_instead_of_drawing_forever(open_code, page):
-    open_code(BROKEN)
+def test_code_that_does_not_parse_on_load_says_so_instead_of_drawing_forever(open_diagram, page):
+    open_diagram(BROKEN)
 
     preview = page.inner_text(".diagram-preview")
     assert "Drawing" not in preview
@@ -122,8 +106,8 @@ def test_code_that_does_not_parse_on_load_says_so_instead_of_drawing_forever(ope
     assert page.inner_text(".diagram-preview") == "Nothing is drawn until the code parses: see the message above."
 
 
-def test_labels_with_greater_than_and_entity_codes_are_drawn_as_written(open_code, page, page_errors):
-    conversion = open_code(GOOD)
+def test_labels_with_greater_than_and_entity_codes_are_drawn_as_written(open_diagram, page, page_errors):
+    conversion = open_diagram(GOOD)
 
     expected = ["Start", "y > 5?", 'say "yes"', "Pay & file #1", "no", "x >= 3"]
     assert sorted(labels(page)) == sorted(expected)
@@ -148,8 +132,8 @@ def wait_for_scale(page, selector: str, scale: float) -> None:
                            arg=[selector, scale])
 
 
-def test_the_preview_zooms_pans_and_goes_fullscreen(open_code, page, page_errors):
-    open_code(GOOD)
+def test_the_preview_zooms_pans_and_goes_fullscreen(open_diagram, page, page_errors):
+    open_diagram(GOOD)
     viewport = ".diagram-preview svg .svg-pan-zoom_viewport"
     page.wait_for_selector(viewport)
     start = viewport_scale(page, viewport)
@@ -204,8 +188,8 @@ def test_pictures_and_the_bpmn_view_of_a_description_zoom_and_go_fullscreen(
     assert page_errors == []
 
 
-def test_leaving_with_unsaved_changes_asks_first(open_code, page):
-    open_code(GOOD)
+def test_leaving_with_unsaved_changes_asks_first(open_diagram, page):
+    open_diagram(GOOD)
     page.click(".cm-content")
     page.keyboard.press("End")
     page.keyboard.insert_text("\n    D --> E")
@@ -217,8 +201,8 @@ def test_leaving_with_unsaved_changes_asks_first(open_code, page):
     assert not page.is_closed(), "the user chose to stay"
 
 
-def test_saved_code_leaves_without_asking(open_code, page):
-    open_code(GOOD)
+def test_saved_code_leaves_without_asking(open_diagram, page):
+    open_diagram(GOOD)
     asked = []
     page.on("dialog", lambda dialog: (asked.append(dialog.type), dialog.dismiss()))
 
@@ -235,9 +219,9 @@ def test_saved_code_leaves_without_asking(open_code, page):
 
 @pytest.mark.parametrize("code, parses", [(BROKEN, False), (GOOD, True)], ids=["broken", "good"])
 def test_a_repair_no_parser_has_seen_gets_its_badge_when_the_editor_draws_it(
-    open_code, page, page_errors, code, parses
+    open_diagram, page, page_errors, code, parses
 ):
-    conversion = open_code("flowchart TD\n    A --> B(")
+    conversion = open_diagram("flowchart TD\n    A --> B(")
     services.mermaid_version_add(conversion, code=code, origin=MermaidVersion.Origin.REPAIR)
     page.reload()
     page.wait_for_selector(f"#version-2[data-parses={str(parses).lower()}]")
@@ -272,8 +256,8 @@ def test_an_example_thumbnail_opens_the_full_picture_to_zoom(live_server, page, 
 NODE_FILL_JS = "() => getComputedStyle(document.querySelector('.diagram-preview svg .node rect, .diagram-preview svg .node path')).fill"
 
 
-def test_the_drawing_follows_the_dark_theme_but_files_stay_light(open_code, page, page_errors):
-    open_code(GOOD)
+def test_the_drawing_follows_the_dark_theme_but_files_stay_light(open_diagram, page, page_errors):
+    open_diagram(GOOD)
     light_fill = page.evaluate(NODE_FILL_JS)
 
     page.select_option("[data-theme-select]", "dark")
@@ -288,9 +272,9 @@ def test_the_drawing_follows_the_dark_theme_but_files_stay_light(open_code, page
     assert page_errors == []
 
 
-def test_a_wide_drawing_gets_the_whole_width_under_the_code(open_code, page, page_errors):
+def test_a_wide_drawing_gets_the_whole_width_under_the_code(open_diagram, page, page_errors):
     chain = " --> ".join(f'N{i}["Step {i}"]' for i in range(12))
-    open_code(f"flowchart LR\n    {chain}")
+    open_diagram(f"flowchart LR\n    {chain}")
 
     assert page.locator(".diagram-workspace.wide-drawing").count() == 1
     code, preview = page.locator(".cm-editor").bounding_box(), page.locator(".diagram-preview").bounding_box()

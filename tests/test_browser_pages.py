@@ -16,7 +16,7 @@ from tests.browser import log_in
 from tests.conftest import PASSWORD, png_bytes
 from tests.example_files import write_example
 
-pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("no_ocr")]
 
 WIDE = {"width": 1440, "height": 900}
 PHONE = {"width": 390, "height": 844}
@@ -25,11 +25,6 @@ LONG_RAW = "# Onboarding a supplier with a rather long title\n\n## Steps\n" + "\
     f"{n}. Check the supplier's document number {n} against the register and write down what was found"
     for n in range(1, STEPS + 1)
 )
-
-
-@pytest.fixture(autouse=True)
-def no_ocr(settings):
-    settings.DESCRIBER_OCR = False
 
 
 @pytest.fixture

@@ -26,12 +26,6 @@ DESCRIPTION = "# Order handling\n\n## Steps\n1. Take the order\n2. Ship it\n   -
 
 
 @pytest.fixture
-def staff(client, staff_user):
-    client.force_login(staff_user)
-    return client
-
-
-@pytest.fixture
 def three_examples(tmp_path):
     """One embedded, one pending, one failed."""
     names = ("flow-en-make-tea", "bpmn-ru-zakupka", "flow-ru-oplata-zakaza")

@@ -23,12 +23,6 @@ BIG = (2400, 1600)
 
 
 @pytest.fixture
-def staff(client, staff_user):
-    client.force_login(staff_user)
-    return client
-
-
-@pytest.fixture
 def big_example(tmp_path) -> Example:
     write_example(tmp_path / "in", "flow-en-big", image=png_bytes(BIG, color="lightblue"))
     examples.import_folder(tmp_path / "in")

@@ -16,7 +16,7 @@ from describer.describing import Describe
 from describer.models import Conversion, Example
 from tests.example_files import write_example
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("no_ocr")]
 
 INVOICE_RU = """# Согласование счёта
 
@@ -28,17 +28,6 @@ INVOICE_RU = """# Согласование счёта
 3. Оплатить счёт (Казначейство)
    - Далее: конец: Счёт оплачен.
 """
-
-
-@pytest.fixture(autouse=True)
-def no_ocr(settings):
-    settings.DESCRIBER_OCR = False
-
-
-@pytest.fixture
-def staff(client, staff_user):
-    client.force_login(staff_user)
-    return client
 
 
 # --- The admin's list of examples -------------------------------------------------------------------

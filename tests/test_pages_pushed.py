@@ -52,11 +52,6 @@ async def pushed(client, user, conversion: Conversion) -> str:
     return html
 
 
-@pytest.fixture
-def no_ocr(settings):
-    settings.DESCRIBER_OCR = False
-
-
 def finished_description(make_conversion, owner, *, cut_off=False) -> Conversion:
     conversion = make_conversion(owner, language="en")
     fields, _ = Describe().result(conversion, RAW, cut_off=cut_off)

@@ -103,6 +103,13 @@ class ExampleUsedOut(Schema):
         return obj.example.name if obj.example else None
 
 
+def _current_version(conversion: Conversion) -> MermaidVersion | None:
+    """The current version, looked up once per conversion for the four fields that show it."""
+    if "_current_version" not in conversion.__dict__:
+        conversion.__dict__["_current_version"] = conversion.current_mermaid_version()
+    return conversion.__dict__["_current_version"]
+
+
 class ConversionOut(Schema):
     id: UUID
     kind: Conversion.Kind
@@ -185,23 +192,23 @@ class ConversionOut(Schema):
 
     @staticmethod
     def resolve_mermaid_version(obj: Conversion) -> int | None:
-        version = obj.current_mermaid_version()
+        version = _current_version(obj)
         return version.number if version else None
 
     @staticmethod
     def resolve_mermaid_parses(obj: Conversion) -> bool | None:
-        version = obj.current_mermaid_version()
+        version = _current_version(obj)
         return version.parses if version else None
 
     @staticmethod
     def resolve_mermaid_parse_error(obj: Conversion) -> str:
-        version = obj.current_mermaid_version()
+        version = _current_version(obj)
         return version.parse_error if version else ""
 
     @staticmethod
     def resolve_mermaid_parse_checked_by(obj: Conversion) -> str | None:
-        version = obj.current_mermaid_version()
-        return (version.parse_checked_by or None) if version else None
+        version = _current_version(obj)
+        return MermaidVersionOut.resolve_parse_checked_by(version) if version else None
 
     @staticmethod
     def resolve_adapter(obj: Conversion) -> str:

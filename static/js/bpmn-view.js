@@ -71,7 +71,7 @@
       fit: fit,
       fullscreen: function () { DiagramZoom.toggleFullscreen(container); }
     });
-    document.addEventListener("fullscreenchange", function () { setTimeout(fit, 50); });
+    container.addEventListener("fullscreenchange", function () { setTimeout(fit, 50); });  // it bubbles from here
   }
 
   var PENDING = "[data-bpmn-url]:not([data-bpmn-state])";

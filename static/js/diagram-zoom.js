@@ -30,9 +30,12 @@
   }
 
   // The toolbar: buttons named by data-zoom="in|out|fit|fullscreen|close", wired to `actions`.
+  // A frame's toolbar is replaced with each drawing in it (the editor re-draws on every edit).
   function controls(frame, actions) {
     var template = controlsTemplate();
-    if (!template || frame.querySelector(":scope > .zoom-controls")) return null;
+    if (!template) return null;
+    var old = frame.querySelector(":scope > .zoom-controls");
+    if (old) old.remove();
     var bar = template.content.firstElementChild.cloneNode(true);
     bar.querySelectorAll("[data-zoom]").forEach(function (button) {
       var action = actions[button.dataset.zoom];
@@ -40,7 +43,6 @@
       if (action) button.addEventListener("click", function (event) { event.preventDefault(); action(); });
     });
     frame.prepend(bar);
-    frame.dataset.zoomReady = "1";
     return bar;
   }
 
@@ -74,8 +76,7 @@
       fit: fit,
       fullscreen: function () { toggleFullscreen(frame); }
     };
-    if (!frame.dataset.zoomReady) controls(frame, actions);
-    else rewire(frame, actions);
+    controls(frame, actions);
     frame.dataset.zoomState = "ready";
     return {
       zoom: zoom,
@@ -86,13 +87,6 @@
         zoom.destroy();
       }
     };
-  }
-
-  // A frame's toolbar outlives the drawings in it (the editor re-draws on every edit).
-  function rewire(frame, actions) {
-    var old = frame.querySelector(":scope > .zoom-controls");
-    if (old) old.remove();
-    controls(frame, actions);
   }
 
   // --- The viewer for pictures ---------------------------------------------------------------

@@ -253,9 +253,6 @@
     });
     var repair = this.root.querySelector("[data-repair-form]");
     if (repair) repair.addEventListener("submit", function () { editor.saved = editor.code.value; });
-    document.addEventListener("themechange", function () {
-      if (document.contains(editor.root)) editor.render();
-    });
   };
 
   Editor.prototype.render = function () {
@@ -295,14 +292,13 @@
   };
 
   Editor.prototype.showDrawing = function (svg) {
-    this.svg = svg;  // kept as drawn, for the exports; the preview gets a copy to zoom and pan
-    var shown = svg.cloneNode(true);
-    this.preview.replaceChildren(shown);
+    this.svg = svg;
+    this.preview.replaceChildren(svg);
     this.preview.classList.remove("stale", "empty");
     this.placePreview(svg);
     this.fitHeight(svg);
     if (this.zoom) this.zoom.destroy();
-    this.zoom = window.DiagramZoom ? DiagramZoom.attach(this.preview.closest("[data-zoom-frame]"), shown) : null;
+    this.zoom = window.DiagramZoom ? DiagramZoom.attach(this.preview.closest("[data-zoom-frame]"), svg) : null;
     this.finish("ok", null);
   };
 
@@ -421,11 +417,20 @@
     });
   }
 
+  function editors() {
+    return Array.from(document.querySelectorAll("[data-mermaid-editor][data-ready]"), function (root) {
+      return root.mermaidEditor;
+    }).filter(Boolean);
+  }
+
+  // One listener each for the page, not one per editor: editors are replaced by htmx swaps.
+  document.addEventListener("themechange", function () {
+    editors().forEach(function (editor) { editor.render(); });
+  });
+
   // Leaving with unsaved edits asks first (the browser's own dialog; its text cannot be set).
   window.addEventListener("beforeunload", function (event) {
-    var dirty = Array.from(document.querySelectorAll("[data-mermaid-editor][data-ready]")).some(function (root) {
-      return root.mermaidEditor && root.mermaidEditor.isDirty();
-    });
+    var dirty = editors().some(function (editor) { return editor.isDirty(); });
     if (dirty) {
       event.preventDefault();
       event.returnValue = "";
