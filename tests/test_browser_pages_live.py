@@ -7,16 +7,15 @@ from __future__ import annotations
 
 import re
 import signal
-import threading
 
 import pytest
 
 from describer.describing import Describe
 from describer.models import Conversion, Example
-from describer.progress import Broadcaster
 from tests.browser import log_in
 from tests.conftest import PASSWORD
 from tests.processes import free_port, start_daphne, start_worker, stop
+from tests.test_browser_coverage import broadcast
 from tests.test_browser_live import real_password_hash
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -47,16 +46,7 @@ def watch(page, site: str, user, conversion: Conversion) -> None:
 def finish_in_the_database(conversion: Conversion, **fields) -> None:
     """What the worker does at the end of a job: the row first, then the event to the page."""
     Conversion.objects.filter(pk=conversion.pk).update(stage=Conversion.Stage.FINISHED, **fields)
-    # Its own thread: Playwright's sync API keeps an event loop running in this one.
-    sender = threading.Thread(target=lambda: _send_finished(conversion.pk))
-    sender.start()
-    sender.join()
-
-
-def _send_finished(pk) -> None:
-    broadcaster = Broadcaster()
-    broadcaster.send(pk, {"type": "conversion.finished"})
-    broadcaster.close()
+    broadcast(conversion.pk, {"type": "conversion.finished"})
 
 
 def description_fields(conversion: Conversion) -> dict:
