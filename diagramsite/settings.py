@@ -267,6 +267,13 @@ DESCRIBER_MAX_REPAIRS = envint("DESCRIBER_MAX_REPAIRS", 3)
 # Jobs claimed together generate as one batch (docs/PERFORMANCE.md has the figures).
 DESCRIBER_BATCH_SIZE = envint("DESCRIBER_BATCH_SIZE", 16)
 DESCRIBER_BATCH_WINDOW_MS = envint("DESCRIBER_BATCH_WINDOW_MS", 50)
+# "continuous": jobs join the running batch at the next decode step, slots sized by MODEL_MAX_VRAM
+# (DESCRIBER_BATCH_SIZE is then a ceiling); "static": a batch runs to its end before the next.
+DESCRIBER_SCHEDULER = envstr("DESCRIBER_SCHEDULER", "continuous")
+# The longest prompt a decoding slot holds beside DESCRIBER_MAX_NEW_TOKENS (a 1600x1200 diagram
+# with 3 examples takes ~3,500), and the prompt tokens one prefill piece runs between decode steps.
+DESCRIBER_MAX_PROMPT_TOKENS = envint("DESCRIBER_MAX_PROMPT_TOKENS", 4096)
+DESCRIBER_PREFILL_CHUNK = envint("DESCRIBER_PREFILL_CHUNK", 512)
 DESCRIBER_POLL_SECONDS = envfloat("DESCRIBER_POLL_SECONDS", 5)
 # The static-KV-cache decoder's step as one CUDA graph (CUDA only); off: the same step eagerly.
 DESCRIBER_CUDA_GRAPHS = envbool("DESCRIBER_CUDA_GRAPHS", True)

@@ -119,6 +119,26 @@ class RowConstraints:
         self.fill_s = self.accept_s = 0.0
         self.fills = 0
 
+    # The continuous-batching engine keys rows by slot: a slot gets its row's matcher at
+    # admission, and when the last row is compacted into a freed slot, its matcher moves too.
+    def assign(self, row: int, matcher: xgrammar.GrammarMatcher | None) -> None:
+        self.clear(row)
+        self.matchers[row] = matcher
+
+    def move(self, source: int, target: int) -> None:
+        self.matchers[target], self.line_length[target] = self.matchers[source], self.line_length[source]
+        self.bitmask[target].copy_(self.bitmask[source])
+        if source in self.rejected:
+            self.rejected.add(target)
+        else:
+            self.rejected.discard(target)
+        self.clear(source)
+
+    def clear(self, row: int) -> None:
+        self.matchers[row], self.line_length[row] = None, 0
+        self.rejected.discard(row)
+        self.bitmask[row].fill_(-1)
+
     def constrained(self, row: int) -> bool:
         return row < len(self.matchers) and self.matchers[row] is not None and row not in self.rejected
 

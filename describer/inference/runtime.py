@@ -20,6 +20,7 @@ from PIL import Image
 from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
 from describer.inference.constraints import Grammars, RowConstraints
+from describer.inference.engine import Budget, Engine, EngineEvent, EngineRequest, build_engine
 from describer.inference.errors import GenerationTimeout, OutOfMemory
 from describer.inference.fast_decode import FastDecoder, RowLimits, unsupported_reason
 from describer.inference.loading import (
@@ -42,6 +43,10 @@ logger = logging.getLogger("describer.inference")
 
 # How often the consumer wakes up to check that the generate thread is still alive.
 STREAM_POLL_S = 0.1
+CONTINUOUS, STATIC = "continuous", "static"
+# The continuous-batching engine's settings when the runtime is built without them (tests).
+ENGINE_DEFAULTS = {"ceiling": 16, "max_prompt_tokens": 4096, "max_new_tokens": 1024, "prefill_chunk": 512,
+                   "max_vram": None, "kv_budget_bytes": None, "constrained": False}  # fmt: skip
 
 
 @dataclass
@@ -127,7 +132,11 @@ class DescriberRuntime:
         is_tiny: bool = False,
         time_limit_s: float | None = None,
         cuda_graphs: bool = True,
+        scheduler: str = CONTINUOUS,
+        engine_options: dict[str, Any] | None = None,
     ) -> None:
+        if scheduler not in (CONTINUOUS, STATIC):
+            raise ValueError(f"DESCRIBER_SCHEDULER must be {CONTINUOUS!r} or {STATIC!r} (got {scheduler!r}).")
         self.model = model
         self.processor = processor
         self.clip = clip
@@ -135,6 +144,11 @@ class DescriberRuntime:
         self.is_tiny = is_tiny
         self.time_limit_s = time_limit_s  # only for the GenerationTimeout message
         self.decoder = _fast_decoder(model, cuda_graphs=cuda_graphs)
+        self.cuda_graphs = cuda_graphs
+        self.scheduler = scheduler
+        self.engine_options = {**ENGINE_DEFAULTS, **(engine_options or {})}
+        self._engine: _EngineThread | None = None
+        self.budget: Budget | None = None  # how the engine's slots were sized, once it is built
         self._grammars: Grammars | None = None
         # The fine-tuned adapter merged into the weights (describer.adapters.AdapterInfo), or None.
         self.adapter = None
@@ -160,12 +174,17 @@ class DescriberRuntime:
         max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
         time_limit_s: float | None = None,
         cuda_graphs: bool = True,
+        scheduler: str = CONTINUOUS,
+        engine_options: dict[str, Any] | None = None,
         adapter=None,
     ) -> DescriberRuntime:
         """Both models; with `adapter` (a checked describer.adapters.AdapterInfo) the vision-language
         model is the base with the adapter merged in (loading.merged_with_adapter)."""
         vlm_source, clip_source = str(vlm_source), str(clip_source)
-        options = {key: value for key, value in locals().items() if key not in ("cls", "adapter", "clip_source")}
+        options = {
+            key: value for key, value in locals().items()
+            if key not in ("cls", "adapter", "clip_source", "scheduler", "engine_options")
+        }  # fmt: skip
         model, processor, seconds = _load_weights(options, adapter)
         clip = load_clip(clip_source, cache_dir)
         tiny = is_tiny_model(vlm_source)
@@ -178,6 +197,8 @@ class DescriberRuntime:
             is_tiny=tiny,
             time_limit_s=time_limit_s,
             cuda_graphs=cuda_graphs,
+            scheduler=scheduler,
+            engine_options=engine_options,
         )
         runtime.adapter, runtime.load_options, runtime.load_seconds = adapter, options, seconds
         return runtime
@@ -200,6 +221,7 @@ class DescriberRuntime:
         import gc
 
         # The grammars stay: the merged model keeps the base model's tokenizer.
+        self.stop_engine()
         self.model = self.processor = self.decoder = None
         gc.collect()
         if torch.cuda.is_available():
@@ -230,6 +252,15 @@ class DescriberRuntime:
             max_pixels=getattr(settings, "DESCRIBER_MAX_PIXELS", DEFAULT_MAX_IMAGE_PIXELS),
             time_limit_s=getattr(settings, "DESCRIBER_TIME_LIMIT_S", None),
             cuda_graphs=getattr(settings, "DESCRIBER_CUDA_GRAPHS", True),
+            scheduler=settings.DESCRIBER_SCHEDULER,
+            engine_options={
+                "ceiling": settings.DESCRIBER_BATCH_SIZE,
+                "max_prompt_tokens": settings.DESCRIBER_MAX_PROMPT_TOKENS,
+                "max_new_tokens": settings.DESCRIBER_MAX_NEW_TOKENS,
+                "prefill_chunk": settings.DESCRIBER_PREFILL_CHUNK,
+                "max_vram": _size_in_bytes(settings.MODEL_MAX_VRAM),
+                "constrained": getattr(settings, "DESCRIBER_CONSTRAINED", True),
+            },
             adapter=adapter,
         )
         if getattr(settings, "DESCRIBER_CONSTRAINED", True):
@@ -293,6 +324,10 @@ class DescriberRuntime:
         here (CUDA OOM as OutOfMemory). Stopping the iteration early (``close()``, ``break``)
         stops the generate thread as well.
         """
+        if self.continuous:
+            with closing(self._stream_engine([request], deadline)) as chunks:
+                yield from (chunk for _, chunk in chunks if chunk)
+            return
         if self.decoder is not None:
             # closing(): an abandoned stream stops its decode thread now, not when collected.
             with closing(self._stream_decoded([request], deadline)) as chunks:
@@ -329,7 +364,117 @@ class DescriberRuntime:
                 if index not in stopped:
                     yield index, StreamChunk("", 0, final=True, cut_off=tokens >= request.max_new_tokens)
             return
+        if self.continuous:
+            yield from self._stream_engine(requests, deadline, stopped)
+            return
         yield from self._stream_decoded(requests, deadline, stopped)
+
+    # --- Continuous batching ----------------------------------------------------------------------
+
+    @property
+    def continuous(self) -> bool:
+        """Whether requests go through the continuous-batching engine (describer/inference/engine.py):
+        the fast decoder can run (the whole model on one device) and DESCRIBER_SCHEDULER says so."""
+        return self.decoder is not None and self.scheduler == CONTINUOUS
+
+    def engine(self) -> _EngineThread:
+        """The engine and its thread, built and started on first use (the slots sized then)."""
+        if self._engine is None:
+            options = self.engine_options
+            engine, self.budget = build_engine(
+                self.model, ceiling=options["ceiling"], max_prompt_tokens=options["max_prompt_tokens"],
+                max_new_tokens=options["max_new_tokens"], prefill_chunk=options["prefill_chunk"],
+                grammars=lambda: self.grammars, cuda_graphs=self.cuda_graphs,
+                constrained_graphs=options["constrained"], max_vram=options["max_vram"],
+                kv_budget_bytes=options["kv_budget_bytes"], warmup=self._largest_prompt,
+            )  # fmt: skip
+            self._engine = _EngineThread(engine)
+            self._engine.start()
+        return self._engine
+
+    def stop_engine(self) -> None:
+        if self._engine is not None:
+            self._engine.stop()
+            self._engine = None
+
+    def free_slots(self) -> int:
+        """How many more requests the engine would admit now (the worker claims that many jobs)."""
+        return self.engine().engine.has_capacity()
+
+    def submit(
+        self, rid: Any, request: GenerationRequest, sink: queue.Queue, *, deadline: float | None = None,
+        exclusive: bool = False,
+    ) -> None:
+        """Queue one request on the engine; its ``EngineEvent``s go to ``sink`` (any thread may read
+        it). The inputs are prepared here, on the caller's thread, while the engine decodes."""
+        with _oom_as_inference_error("while preparing inputs"):
+            inputs = self.prepare_inputs([request])
+        limits = RowLimits(request.max_new_tokens, request.min_new_tokens)
+        self.engine().submit(EngineRequest(rid, inputs, limits, request.grammar, deadline, exclusive), sink)
+
+    def cancel(self, rid: Any) -> None:
+        """The request leaves the engine at its next step; nothing more is sent for it."""
+        if self._engine is not None:
+            self._engine.cancel(rid)
+
+    def row_text(self, rid: Any) -> _RowText:
+        """Turns one request's tokens into ``StreamChunk``s as they come."""
+        return _RowText(self.processor.tokenizer, rid)
+
+    def _largest_prompt(self) -> dict[str, Any]:
+        """A prompt as long as the slots hold, with an image of DESCRIBER_MAX_PIXELS: its prefill's
+        peak memory is what the budget keeps free beside the slots."""
+        pixels = self.load_options.get("max_pixels") or DEFAULT_MAX_IMAGE_PIXELS
+        side = max(28, int(pixels**0.5) // 28 * 28)
+        image = Image.new("RGB", (side, side), "white")
+        base = self.prepare_inputs([GenerationRequest([{"role": "user", "content": [{"type": "image", "image": image}]}], 1)])
+        filler = max(0, self.engine_options["max_prompt_tokens"] - base["input_ids"].shape[1] - 8)
+        content = [{"type": "image", "image": image}, {"type": "text", "text": " a" * filler}]
+        return self.prepare_inputs([GenerationRequest([{"role": "user", "content": content}], 1)])
+
+    def _stream_engine(
+        self, requests: list[GenerationRequest], deadline: float | None, stopped: set[int] | None = None
+    ) -> Iterator[tuple[int, StreamChunk]]:
+        """``stream_batch`` through the engine: each request is submitted, and its events read back."""
+        started = time.monotonic()
+        if deadline is not None and started >= deadline:
+            raise self._timeout(started, deadline)
+        stopped = stopped if stopped is not None else set()
+        sink: queue.Queue[EngineEvent] = queue.Queue()
+        batch = object()  # rids are (batch, index): unique among every stream on the engine
+        open_rows: set[int] = set()
+        rows = {index: self.row_text(index) for index in range(len(requests))}
+        error = None
+        try:
+            for index, request in enumerate(requests):
+                if request.max_new_tokens < 1:
+                    raise ValueError(f"max_new_tokens must be at least 1 (got {request.max_new_tokens}).")
+                self.submit((batch, index), request, sink, deadline=deadline)
+                open_rows.add(index)
+            while open_rows and error is None:
+                for index in stopped & open_rows:
+                    self.cancel((batch, index))
+                    open_rows.discard(index)
+                try:
+                    event = sink.get(timeout=STREAM_POLL_S)
+                except queue.Empty:
+                    continue
+                index = event.rid[1]
+                if index not in open_rows or index in stopped:
+                    continue
+                if event.error is not None:
+                    error = event.error
+                    continue
+                if event.finished:
+                    open_rows.discard(index)
+                yield from rows[index].add(event.token, event.finished, event.cut_off)
+        finally:
+            for index in open_rows:
+                self.cancel((batch, index))
+        if isinstance(error, GenerationTimeout):
+            raise self._timeout(started, deadline)
+        if error is not None:
+            raise error
 
     def _stream_decoded(
         self, requests: list[GenerationRequest], deadline: float | None, stopped: set[int] | None = None
@@ -492,6 +637,79 @@ class _DecodeThread(threading.Thread):
         finally:
             self._prompts = []  # drop the input tensors as soon as possible
             self.steps.put(None)
+
+
+class _EngineThread(threading.Thread):
+    """Steps the engine while it has work and routes each event to its request's sink.
+
+    Lives as long as the model; a failure of a whole step (CUDA out of memory in a decode step,
+    say) ends every request in the engine with the error, and the engine goes on with new ones."""
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(name="describer-engine", daemon=True)
+        self.engine = engine
+        self._sinks: dict[Any, queue.Queue] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+
+    def submit(self, request: EngineRequest, sink: queue.Queue) -> None:
+        with self._lock:
+            self._sinks[request.rid] = sink
+        try:
+            self.engine.add_request(request)
+        except Exception:
+            with self._lock:
+                self._sinks.pop(request.rid, None)
+            raise
+        self._wake.set()
+
+    def cancel(self, rid: Any) -> None:
+        with self._lock:
+            self._sinks.pop(rid, None)
+        self.engine.cancel(rid)
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+        self.join(timeout=30)
+        for event in self.engine.fail_all(OutOfMemory()):  # nothing should be left; if so, say it ended
+            self._route([event])
+
+    def run(self) -> None:
+        while not self._stopping.is_set():
+            if self.engine.idle():
+                self._wake.wait(STREAM_POLL_S)
+                self._wake.clear()
+                continue
+            try:
+                events = self.engine.step()
+            except BaseException as error:  # noqa: BLE001 - the requests end with it; the thread goes on
+                events = self._failed(error)
+            self._route(events)
+
+    def _route(self, events: list[EngineEvent]) -> None:
+        for event in events:
+            with self._lock:
+                sink = self._sinks.pop(event.rid, None) if event.finished else self._sinks.get(event.rid)
+            if sink is not None:
+                sink.put(event)
+
+    def _failed(self, error: BaseException) -> list[EngineEvent]:
+        if not is_cuda_oom(error):
+            logger.error("a decode step failed", exc_info=error)
+            return self.engine.fail_all(error)
+        reason = short_reason(error)
+        del error
+        _free_cuda_memory("in a decode step", reason)
+        return self.engine.fail_all(OutOfMemory())
+
+
+def _size_in_bytes(size: str) -> int:
+    from accelerate.utils import convert_file_size_to_int
+
+    return convert_file_size_to_int(size)
 
 
 class StreamChunk(str):
