@@ -13,7 +13,9 @@ imports torch) is passed in, never imported here at module level.
 
 from __future__ import annotations
 
+import itertools
 import logging
+import queue
 import time
 from contextlib import closing
 from dataclasses import dataclass, field
@@ -89,6 +91,9 @@ class _Row:
     done: bool = False
     cut_off: bool = False
     request: GenerationRequest | None = field(default=None, repr=False)
+    rid: tuple | None = None  # (job id, incarnation) on the continuous-batching engine
+    submitted_at: float = 0.0
+    alone: bool = False  # runs alone on the engine (restarted after a crash or an out-of-memory)
 
 
 class JobRunner:
@@ -295,6 +300,138 @@ class JobRunner:
                 log.warning("job %s could not be given back; it is requeued once its heartbeat is stale", job.pk)
                 close_old_connections()
             self.held.discard(job.pk)
+
+
+class ContinuousRunner(JobRunner):
+    """Jobs join the engine's running batch as they are claimed (describer/inference/engine.py).
+
+    The job thread ``admit``s each claimed job (preparation, CLIP and OCR on this thread while the
+    engine decodes on its own), then ``pump``s the engine's events: text to the job's page, and
+    each job finished, failed or dropped through describer/jobs.py as soon as its own row ends,
+    exactly as ``run_batch`` does. A job taken from the worker (cancelled, or requeued as stale)
+    leaves the engine at its next step. Rows are keyed ``(job id, incarnation)``, so a late event
+    of a row that was restarted is ignored.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.rows: dict[tuple, _Row] = {}
+        self.sink: queue.Queue = queue.Queue()
+        self.row_left = False  # a row ended since the loop last claimed: there may be room
+        self._texts: dict[tuple, object] = {}
+        self._incarnations = itertools.count(1)
+
+    def free_rows(self) -> int:
+        return self.runtime.free_slots()
+
+    def idle(self) -> bool:
+        return not self.rows
+
+    def run_batch(self, batch: list[Conversion]) -> None:
+        """Claimed jobs to their ends, through the engine (tests and the static path's callers)."""
+        self.held.add(job.pk for job in batch)
+        try:
+            for job in batch:
+                self.admit(job)
+            while self.rows:
+                self.pump(timeout=0.1)
+        except WorkerStopping:
+            pass
+        except DatabaseError:
+            log.warning("database unavailable mid-batch; its unfinished jobs go back to the queue")
+            close_old_connections()
+        finally:
+            self.abandon(batch)
+
+    def admit(self, job: Conversion) -> None:
+        """A claimed (and held) job: prepared, started on the model, and submitted to the engine.
+        A job restarted after its worker died runs alone, as it does in a static batch."""
+        restarted = job.attempts > 0
+        try:
+            row = self._prepare(job)
+            if row is not None and self._start(row):
+                self._submit(row, alone=restarted)
+        finally:
+            if job.pk in self.held.ids and not any(row.job.pk == job.pk for row in self.rows.values()):
+                self._give_back_unfinished([job])  # the database failed under it: back to the queue
+
+    def _submit(self, row: _Row, *, alone: bool) -> None:
+        row.rid, row.alone, row.submitted_at = (row.job.pk, next(self._incarnations)), alone, time.monotonic()
+        deadline = row.submitted_at + settings.DESCRIBER_TIME_LIMIT_S
+        try:
+            self.runtime.submit(row.rid, self._request(row), self.sink, deadline=deadline, exclusive=alone)
+        except Exception as error:  # noqa: BLE001 - e.g. a prompt too long for the slots: this job fails alone
+            self._fail_row(row, error)
+            return
+        self.rows[row.rid] = row
+        self._texts[row.rid] = self.runtime.row_text(row.rid)
+
+    def pump(self, timeout: float) -> None:
+        """Handle the engine's events for up to ``timeout`` seconds (at least what is there now)."""
+        for rid, row in list(self.rows.items()):
+            if self.held.is_lost(row.job.pk):  # cancelled or taken: it leaves even before a token
+                self._leave(rid)
+                self._drop(row.job, row.progress)
+        until = time.monotonic() + timeout
+        while True:
+            try:
+                event = self.sink.get(timeout=max(0.0, until - time.monotonic())) if timeout else self.sink.get_nowait()
+            except queue.Empty:
+                return
+            self._handle(event)
+            if self.should_stop():
+                raise WorkerStopping
+            timeout = 0 if time.monotonic() >= until else timeout
+
+    def _handle(self, event) -> None:
+        row = self.rows.get(event.rid)
+        if row is None or row.done:
+            return  # a row that left: its late tokens are dropped
+        if event.error is not None:
+            self._leave(event.rid)
+            self._ended_with(row, event.error)
+            return
+        for _, chunk in self._texts[event.rid].add(event.token, event.finished, event.cut_off):
+            row.first_token_at = row.first_token_at or time.monotonic()
+            if not row.progress.add_text(chunk, chunk.tokens):
+                self._leave(event.rid)
+                self._drop(row.job, row.progress)
+                return
+            if chunk.final:
+                self._leave(event.rid, cancel=False)
+                row.cut_off = chunk.cut_off
+                row.timings.update(_generation_timings(row.submitted_at, row.first_token_at, row.progress.tokens))
+                try:
+                    self._finish(row)
+                except DatabaseError:
+                    self._give_back_unfinished([row.job])  # or, if even that fails, requeued once stale
+                    raise
+
+    def _ended_with(self, row: _Row, error: Exception) -> None:
+        from describer.inference.errors import OutOfMemory
+
+        if isinstance(error, OutOfMemory) and not row.alone:
+            log.warning("job %s ran out of GPU memory beside others; it runs again alone", row.job.pk)
+            self._submit(self._restart(row), alone=True)  # the same attempt
+            return
+        self._fail_row(row, error)
+
+    def _leave(self, rid: tuple, *, cancel: bool = True) -> None:
+        row = self.rows.pop(rid, None)
+        self._texts.pop(rid, None)
+        if row is not None:
+            row.done = True
+            self.row_left = True
+        if cancel:
+            self.runtime.cancel(rid)
+
+    def abandon(self, jobs_held: list[Conversion] | None = None) -> None:
+        """Every row leaves the engine, and the jobs still held go back to the queue (the worker
+        stops, or the database failed under a finishing write)."""
+        rows = list(self.rows.values())
+        for rid in list(self.rows):
+            self._leave(rid)
+        self._give_back_unfinished([row.job for row in rows] + list(jobs_held or []))
 
 
 def failure_message(job: Conversion, error: Exception) -> str:

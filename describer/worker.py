@@ -108,10 +108,13 @@ class JobLoop:
         from describer.progress import Broadcaster
 
         broadcaster = Broadcaster()
+        log.info("worker %s ready (model %s on %s)", self.name, getattr(self.runtime, "serving", "?"), self.runtime.device)
+        if self.runtime.available and self.runtime.continuous:
+            self.run_continuously(broadcaster)
+            return
         runner = JobRunner(
             self.runtime, broadcaster, worker_name=self.name, held=self.held, should_stop=self.stop_event.is_set
         )
-        log.info("worker %s ready (model %s on %s)", self.name, getattr(self.runtime, "serving", "?"), self.runtime.device)
         while not self.stop_event.is_set():
             claimed = []
             try:
@@ -133,6 +136,71 @@ class JobLoop:
                 self.wake_event.clear()
         close_old_connections()
         log.info("worker %s stopped", self.name)
+
+    def run_continuously(self, broadcaster) -> None:
+        """Claim jobs whenever the engine has room, not between batches: a job joins the running
+        batch at the engine's next step. Claims happen on a wake-up, when a row has left (there
+        may be jobs waiting) or once a poll; a job restarted after a crash still comes alone, and
+        the engine runs it alone. The adapter is switched only while nothing runs."""
+        from describer import jobs
+        from describer.examples import embed_pending_examples
+        from describer.inference.runtime import STREAM_POLL_S
+        from describer.pipeline import ContinuousRunner, WorkerStopping
+
+        runner = ContinuousRunner(
+            self.runtime, broadcaster, worker_name=self.name, held=self.held, should_stop=self.stop_event.is_set
+        )
+        polled_at = 0.0
+        while not self.stop_event.is_set():
+            try:
+                close_old_connections()
+                if runner.idle():
+                    self.follow_adapter_choice(runner)
+                self.batch_size = self.runtime.engine().engine.slots  # the workers page shows the slots
+                poll_due = time.monotonic() - polled_at >= self.poll_seconds
+                if poll_due:
+                    jobs.recover_stale()
+                free = runner.free_rows()
+                if free and (poll_due or self.wake_event.is_set() or runner.row_left):
+                    self.wake_event.clear()
+                    runner.row_left, polled_at = False, time.monotonic()
+                    for job in self.claim_now(jobs, free):
+                        runner.admit(job)
+                        runner.pump(0)  # the rows already running keep streaming between admissions
+                if runner.idle():
+                    embed_pending_examples(self.runtime, should_stop=self.wake_event.is_set)
+                    self.wake_event.wait(max(0.0, self.poll_seconds - (time.monotonic() - polled_at)))
+                else:
+                    runner.pump(timeout=STREAM_POLL_S)
+            except WorkerStopping:
+                break
+            except DatabaseError as error:  # PostgreSQL away: the rows go on; writes that cannot wait give back
+                log.warning("job loop: database unavailable (%s); retrying", str(error).strip()[:200])
+                close_old_connections()
+                if not runner.idle() and not self._database_answers():
+                    runner.abandon()
+                self.stop_event.wait(min(1.0, self.poll_seconds))
+            except Exception:  # a bug must not stop the worker: log it and carry on
+                log.exception("job loop error")
+                self.stop_event.wait(min(1.0, self.poll_seconds))
+        runner.abandon()  # stopping: the jobs still running go back to the queue
+        close_old_connections()
+        log.info("worker %s stopped", self.name)
+
+    def claim_now(self, jobs_module, limit: int) -> list:
+        claimed = jobs_module.claim(self.name, limit=limit)
+        self.held.add(job.pk for job in claimed)
+        return claimed
+
+    @staticmethod
+    def _database_answers() -> bool:
+        from django.db import connection
+
+        try:
+            connection.ensure_connection()
+            return connection.is_usable()
+        except DatabaseError:
+            return False
 
     def follow_adapter_choice(self, runner) -> None:
         """Between jobs: serve the adapter chosen now (admin, else DESCRIBER_ADAPTER) if it is not
