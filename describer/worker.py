@@ -61,7 +61,9 @@ def timing_problems(config=settings) -> list[str]:
     for name in ("DESCRIBER_POLL_SECONDS", "DESCRIBER_TIME_LIMIT_S"):
         if getattr(config, name) <= 0:
             problems.append(f"{name} must be above 0 (it is {getattr(config, name)}).")
-    for name in ("DESCRIBER_BATCH_SIZE", "DESCRIBER_MAX_ATTEMPTS"):
+    if config.DESCRIBER_SCHEDULER not in ("continuous", "static"):
+        problems.append(f"DESCRIBER_SCHEDULER must be 'continuous' or 'static' (it is {config.DESCRIBER_SCHEDULER!r}).")
+    for name in ("DESCRIBER_BATCH_SIZE", "DESCRIBER_MAX_ATTEMPTS", "DESCRIBER_MAX_PROMPT_TOKENS", "DESCRIBER_PREFILL_CHUNK"):
         if getattr(config, name) < 1:
             problems.append(f"{name} must be at least 1 (it is {getattr(config, name)}).")
     return problems

@@ -373,6 +373,8 @@ def test_the_default_timing_settings_agree():
         ({"DESCRIBER_HEARTBEAT_S": 0}, ["DESCRIBER_HEARTBEAT_S"]),
         ({"DESCRIBER_STREAM_INTERVAL_MS": 200_000}, ["DESCRIBER_STREAM_INTERVAL_MS", "DESCRIBER_STALE_AFTER_S"]),
         ({"DESCRIBER_BATCH_SIZE": 0}, ["DESCRIBER_BATCH_SIZE"]),
+        ({"DESCRIBER_SCHEDULER": "vllm"}, ["DESCRIBER_SCHEDULER"]),
+        ({"DESCRIBER_PREFILL_CHUNK": 0}, ["DESCRIBER_PREFILL_CHUNK"]),
     ],
 )
 def test_contradictory_timing_settings_are_refused_at_start_naming_them(settings, overrides, names):

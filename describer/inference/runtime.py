@@ -381,6 +381,10 @@ class DescriberRuntime:
         """The engine and its thread, built and started on first use (the slots sized then)."""
         if self._engine is None:
             options = self.engine_options
+            if self.model.device.type == "cuda" and options["max_vram"]:
+                # MODEL_MAX_VRAM is enforced, not only planned for: past it the allocator raises.
+                total = torch.cuda.get_device_properties(self.model.device).total_memory
+                torch.cuda.set_per_process_memory_fraction(min(1.0, options["max_vram"] / total), self.model.device)
             engine, self.budget = build_engine(
                 self.model, ceiling=options["ceiling"], max_prompt_tokens=options["max_prompt_tokens"],
                 max_new_tokens=options["max_new_tokens"], prefill_chunk=options["prefill_chunk"],

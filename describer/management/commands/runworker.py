@@ -4,6 +4,7 @@ heartbeat for the describer channel. Other channels run unchanged."""
 from __future__ import annotations
 
 import logging
+import os
 import signal
 
 from channels.management.commands.runworker import Command as ChannelsRunworker
@@ -25,7 +26,9 @@ class Command(ChannelsRunworker):
         problems = worker.timing_problems()
         if problems:
             raise CommandError("The worker's timing settings contradict each other:\n- " + "\n- ".join(problems))
-        # Only the worker process imports torch, and only here.
+        # Only the worker process imports torch, and only here. Expandable segments keep the
+        # allocator's reserve close to what is allocated, so MODEL_MAX_VRAM holds (set before CUDA starts).
+        os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
         from describer.inference.errors import InferenceError
         from describer.inference.runtime import DescriberRuntime
 
