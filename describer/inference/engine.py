@@ -12,9 +12,10 @@ lives as long as the model, and every ``step()``
    prompt at once when nothing is decoding, so a lone request starts as fast as before),
 5. reads the step's tokens back (one step behind, without grammars) and retires finished rows.
 
-**Cache.** One pool ``[layers, 2, slots, kv_heads, length + 1, head_dim]`` allocated at start. A
-row owns one slot, its keys and values left-aligned from column 0; column ``length`` is scratch
-for slots not decoding. Running rows are kept dense in ``[0, n)``: when a row leaves, the last
+**Cache.** One pool ``[layers, 2, slots, kv_heads, columns, head_dim]`` allocated at start. A
+row owns one slot, its keys and values left-aligned from column 0; the last column is scratch
+for slots not decoding. ``columns`` is a multiple of 256: with an odd count the attention's
+matrix products lose their aligned kernels (a step took twice as long on an H200). Running rows are kept dense in ``[0, n)``: when a row leaves, the last
 row's slot is copied into its place (compaction), so the decode step of bucket B reads the
 contiguous ``pool[layer, :, :B]`` with the same two batched matmuls as the static decoder. A
 slot is reserved whole at admission (prompt + max_new_tokens fit the slot length), so rows never
@@ -70,15 +71,15 @@ class EngineRequest:
     ``inputs`` is the processor's output for it alone, on the model's device."""
 
     rid: Hashable
-    inputs: dict[str, torch.Tensor]
+    inputs: dict[str, torch.Tensor] | None  # moved to the model's device when its prefill begins, dropped after
     limits: RowLimits
     grammar: str | None = None
     deadline: float | None = None  # time.monotonic(): past it the row leaves with GenerationTimeout
     exclusive: bool = False  # runs alone: admitted only into an empty engine, and nothing joins it
+    prompt_length: int = field(init=False)
 
-    @property
-    def prompt_length(self) -> int:
-        return int(self.inputs["input_ids"].shape[1])
+    def __post_init__(self) -> None:
+        self.prompt_length = int(self.inputs["input_ids"].shape[1])
 
 
 @dataclass(frozen=True)
@@ -122,10 +123,15 @@ class StepRecord:
     prefill: str = ""  # "", "vision", "chunk", "whole": the piece of prefill this step also ran
 
 
-def slot_bytes(stack: _TextStack, length: int) -> int:
-    """The bytes of one slot: keys and values of every layer for ``length + 1`` columns."""
+def slot_columns(tokens: int) -> int:
+    """Cache columns of a slot holding ``tokens`` (prompt and answer), the scratch column included."""
+    return _round_up(tokens + 1, SLOT_LENGTH_STEP)
+
+
+def slot_bytes(stack: _TextStack, columns: int) -> int:
+    """The bytes of one slot: keys and values of every layer for ``columns`` columns."""
     element = torch.tensor([], dtype=stack.dtype).element_size()
-    return len(stack.layers) * 2 * stack.kv_heads * stack.head_dim * element * (length + 1)
+    return len(stack.layers) * 2 * stack.kv_heads * stack.head_dim * element * columns
 
 
 def kv_budget(vram: int, *, weights: int, prefill_peak: int, graphs: int, margin: int | None = None) -> int:
@@ -141,21 +147,22 @@ def slots_for(budget_bytes: int, per_slot: int, ceiling: int) -> int:
 class _SlotState:
     """The slots' buffers and the decode step over the first B of them (one graph per bucket B)."""
 
-    def __init__(self, stack: _TextStack, slots: int, length: int) -> None:
-        self.stack, self.slots, self.length = stack, slots, length
+    def __init__(self, stack: _TextStack, slots: int, columns: int) -> None:
+        self.stack, self.slots, self.columns_count = stack, slots, columns
+        self.length = columns - 1  # the scratch column
         device = stack.device
         self.pool = torch.zeros(
-            len(stack.layers), 2, slots, stack.kv_heads, length + 1, stack.head_dim, dtype=stack.dtype, device=device
+            len(stack.layers), 2, slots, stack.kv_heads, columns, stack.head_dim, dtype=stack.dtype, device=device
         )
         self.seen = torch.zeros(slots, stack.vocab, dtype=torch.bool, device=device)
         self.logits = torch.zeros(slots, stack.vocab, dtype=torch.float32, device=device)
         long = {"dtype": torch.long, "device": device}
         self.tokens = torch.zeros(slots, **long)  # the step's input, then its output
         self.positions = torch.zeros(slots, **long)  # M-RoPE text position of the input token
-        self.write_pos = torch.full((slots,), length, **long)  # cache column of the input token; scratch when idle
+        self.write_pos = torch.full((slots,), self.length, **long)  # cache column of the input token; scratch when idle
         self.generated = torch.zeros(slots, **long)  # tokens generated before the step's output
         self.min_new = torch.zeros(slots, **long)
-        self.columns = torch.arange(length + 1, **long)
+        self.columns = torch.arange(columns, **long)
         words = -(-stack.vocab // 32)
         self.allowed_bits = torch.full((slots, words), -1, dtype=torch.int32, device=device)
         pinned = device.type == "cuda"
@@ -196,7 +203,7 @@ class _SlotState:
     def _attention(self, attention, hidden, cos, sin, keys, values, mask, index) -> torch.Tensor:
         from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import apply_rotary_pos_emb
 
-        stack, batch, columns = self.stack, hidden.shape[0], self.length + 1
+        stack, batch, columns = self.stack, hidden.shape[0], self.columns_count
         query = attention.q_proj(hidden).view(batch, 1, -1, stack.head_dim).transpose(1, 2)
         key = attention.k_proj(hidden).view(batch, 1, -1, stack.head_dim).transpose(1, 2)
         value = attention.v_proj(hidden).view(batch, 1, -1, stack.head_dim).transpose(1, 2)
@@ -291,11 +298,12 @@ class Engine:
         self.model = model
         self.stack = _TextStack(model)
         self.slots = slots
-        self.slot_length = _round_up(slot_length, SLOT_LENGTH_STEP)
+        self.columns = slot_columns(slot_length)
+        self.slot_length = self.columns - 1  # prompt + answer tokens a slot holds
         self.prefill_chunk = max(1, prefill_chunk)
         self._grammars = grammars  # built on the first request with a grammar
         self.grammars: Grammars | None = None
-        self.state = _SlotState(self.stack, slots, self.slot_length)
+        self.state = _SlotState(self.stack, slots, self.columns)
         self.constraints: RowConstraints | None = None
         self.constrained_graphs = constrained_graphs  # capture the split step too (grammars are on)
         self.cuda_graphs = cuda_graphs and self.stack.device.type == "cuda"
@@ -430,11 +438,17 @@ class Engine:
         steps = list(self.steps)
         with_prefill = [record.seconds for record in steps if record.prefill and record.rows]
         decode_only = [record.seconds for record in steps if not record.prefill and record.rows]
+        by_piece = {
+            kind: summary([record.seconds for record in steps if record.prefill == kind and record.rows])
+            for kind in ("vision", "chunk", "whole")
+        }
         return {
             "slots": self.slots,
             "slot_length": self.slot_length,
             "decode_step": summary(decode_only),
+            # What a running row waits for its next token while a newcomer's prefill piece runs.
             "step_with_prefill_piece": summary(with_prefill),
+            "step_with_piece": {kind: figures for kind, figures in by_piece.items() if figures},
             "mean_rows": round(sum(record.rows for record in steps) / len(steps), 2) if steps else 0,
         }
 
@@ -539,6 +553,9 @@ class Engine:
         (all of it when ``limited`` is False)."""
         if self.prefill is None:
             self.prefill = _Prefill(self.admitted.popleft())
+            # Waiting requests keep their inputs (an image's pixels: ~24 MB) in host memory.
+            request = self.prefill.row.request
+            request.inputs = request.inputs.to(self.stack.device)
         prefill = self.prefill
         try:
             with torch.no_grad():
@@ -597,9 +614,9 @@ class Engine:
             state.pool[index, 0, slot, :, :length].copy_(layer.keys[0])
             state.pool[index, 1, slot, :, :length].copy_(layer.values[0])
         logits = prefill.logits if prefill.logits is not None else stack.lm_head(prefill.hidden)[:, -1].float()
-        prefill.cache = prefill.embeds = prefill.hidden = prefill.logits = None
         state.seen[slot].zero_()
         state.seen[slot, request.inputs["input_ids"][0]] = True
+        prefill.cache = prefill.embeds = prefill.hidden = prefill.logits = request.inputs = None
         state.min_new[slot] = request.limits.min_new_tokens
         state.generated[slot] = 0
         allowed = None
@@ -706,14 +723,14 @@ def build_engine(
     weights take now, the measured peak of ``warmup()``'s prefill (a largest prompt), the graphs and
     a margin; ``kv_budget_bytes`` gives the slots' bytes directly (tests, and the CPU)."""
     stack = _TextStack(model)
-    length = _round_up(max_prompt_tokens + max_new_tokens, SLOT_LENGTH_STEP)
-    per_slot = slot_bytes(stack, length)
+    length = max_prompt_tokens + max_new_tokens
+    per_slot = slot_bytes(stack, slot_columns(length))
     cuda = stack.device.type == "cuda"
     budget = Budget(max_vram or 0, 0, 0, GRAPH_RESERVE if cuda else 0, per_slot, ceiling, ceiling)
     if cuda:
         torch.cuda.synchronize()
         budget.weights = torch.cuda.memory_allocated()
-        budget.prefill_peak = measure_prefill_peak(model, warmup()) if warmup is not None else 0
+        budget.prefill_peak = measure_prefill_peak(model, warmup(), prefill_chunk) if warmup is not None else 0
     if kv_budget_bytes is not None:
         budget.slots = slots_for(kv_budget_bytes, per_slot, ceiling)
     elif cuda and max_vram:
@@ -744,19 +761,34 @@ def build_engine(
     return engine, budget
 
 
-def measure_prefill_peak(model: PreTrainedModel, inputs: dict[str, torch.Tensor]) -> int:
-    """Bytes a whole-prompt prefill of ``inputs`` allocates at its peak beyond what is allocated now."""
-    torch.cuda.synchronize()
-    before = torch.cuda.memory_allocated()
-    torch.cuda.reset_peak_memory_stats()
-    with torch.no_grad():
-        positions, _ = prompt_positions(model, inputs)
-        output = model(**inputs, position_ids=positions, use_cache=True, logits_to_keep=1)
-        del output
-    torch.cuda.synchronize()
-    peak = torch.cuda.max_memory_allocated() - before
-    torch.cuda.empty_cache()
-    return peak
+def measure_prefill_peak(model: PreTrainedModel, inputs: dict[str, torch.Tensor], chunk: int) -> int:
+    """Bytes a prefill of ``inputs`` takes at its peak, the inputs included: the larger of the
+    whole-prompt forward (nothing decoding) and the piece-by-piece one (beside decoding rows)."""
+    language_model = model.model.language_model
+    keyword = "cache" if "cache" in inspect.signature(language_model.forward).parameters else "past_key_values"
+    inputs_bytes = sum(value.numel() * value.element_size() for value in inputs.values() if torch.is_tensor(value))
+    peaks = []
+    for whole in (True, False):
+        torch.cuda.synchronize()
+        before = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        with torch.no_grad():
+            positions, _ = prompt_positions(model, inputs)
+            if whole:
+                output = model(**inputs, position_ids=positions, use_cache=True, logits_to_keep=1)
+            else:
+                embeds, cache, length = prompt_embeddings(model, inputs), None, inputs["input_ids"].shape[1]
+                for start in range(0, length, chunk):
+                    output = language_model(inputs_embeds=embeds[:, start : start + chunk],
+                                            position_ids=positions[:, :, start : start + chunk], use_cache=True,
+                                            **{keyword: cache})  # fmt: skip
+                    cache = _returned_cache(output)
+                del embeds, cache
+            del output
+        torch.cuda.synchronize()
+        peaks.append(torch.cuda.max_memory_allocated() - before)
+        torch.cuda.empty_cache()
+    return max(peaks) + inputs_bytes
 
 
 class NoSlot(InferenceError):

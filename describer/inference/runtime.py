@@ -303,8 +303,9 @@ class DescriberRuntime:
 
     # --- Generation --------------------------------------------------------------------------
 
-    def prepare_inputs(self, requests: list[GenerationRequest]) -> BatchFeature:
-        """Tokenize requests (and their images) into one left-padded batch on the model's device."""
+    def prepare_inputs(self, requests: list[GenerationRequest], *, on_device: bool = True) -> BatchFeature:
+        """Tokenize requests (and their images) into one left-padded batch on the model's device
+        (or in host memory, ``on_device=False``)."""
         # Images first: collecting them checks the messages' structure with a readable error
         # before the chat template fails on it with a Jinja one.
         images = [image for request in requests for image in request.images()]
@@ -314,7 +315,7 @@ class DescriberRuntime:
         ]
         # Left padding (set at load time): every row then ends where generation continues.
         batch = self.processor(text=texts, images=images or None, padding=True, return_tensors="pt")
-        return batch.to(self.model.device)
+        return batch.to(self.model.device) if on_device else batch
 
     def stream(self, request: GenerationRequest, *, deadline: float | None = None) -> Iterator[StreamChunk]:
         """Yield the model's answer in text chunks as they are generated (greedy, deterministic).
@@ -411,8 +412,7 @@ class DescriberRuntime:
     ) -> None:
         """Queue one request on the engine; its ``EngineEvent``s go to ``sink`` (any thread may read
         it). The inputs are prepared here, on the caller's thread, while the engine decodes."""
-        with _oom_as_inference_error("while preparing inputs"):
-            inputs = self.prepare_inputs([request])
+        inputs = self.prepare_inputs([request], on_device=False)  # the engine moves them when their turn comes
         limits = RowLimits(request.max_new_tokens, request.min_new_tokens)
         self.engine().submit(EngineRequest(rid, inputs, limits, request.grammar, deadline, exclusive), sink)
 
