@@ -273,7 +273,7 @@ DESCRIBER_SCHEDULER = envstr("DESCRIBER_SCHEDULER", "continuous")
 # The longest prompt a decoding slot holds beside DESCRIBER_MAX_NEW_TOKENS (a 1600x1200 diagram
 # with 3 examples takes ~3,500), and the prompt tokens one prefill piece runs between decode steps.
 DESCRIBER_MAX_PROMPT_TOKENS = envint("DESCRIBER_MAX_PROMPT_TOKENS", 4096)
-DESCRIBER_PREFILL_CHUNK = envint("DESCRIBER_PREFILL_CHUNK", 512)
+DESCRIBER_PREFILL_CHUNK = envint("DESCRIBER_PREFILL_CHUNK", 2048)
 DESCRIBER_POLL_SECONDS = envfloat("DESCRIBER_POLL_SECONDS", 5)
 # The static-KV-cache decoder's step as one CUDA graph (CUDA only); off: the same step eagerly.
 DESCRIBER_CUDA_GRAPHS = envbool("DESCRIBER_CUDA_GRAPHS", True)

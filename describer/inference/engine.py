@@ -33,6 +33,7 @@ decoding alone (greedy; the tests check it on the CPU, with and without grammars
 
 from __future__ import annotations
 
+import gc
 import inspect
 import logging
 import threading
@@ -753,6 +754,7 @@ def build_engine(
         budget.notes.append(f"{budget.slots} slots and their graphs reserved {over / MIB:.0f} MiB too much; {fewer} now")
         budget.slots = fewer
         del engine
+        gc.collect()  # the graphs' step closures hold the old engine in reference cycles
         torch.cuda.empty_cache()
     if cuda:
         budget.graphs = max(0, torch.cuda.memory_reserved() - budget.weights - budget.slots * per_slot)

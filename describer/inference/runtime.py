@@ -45,7 +45,7 @@ logger = logging.getLogger("describer.inference")
 STREAM_POLL_S = 0.1
 CONTINUOUS, STATIC = "continuous", "static"
 # The continuous-batching engine's settings when the runtime is built without them (tests).
-ENGINE_DEFAULTS = {"ceiling": 16, "max_prompt_tokens": 4096, "max_new_tokens": 1024, "prefill_chunk": 512,
+ENGINE_DEFAULTS = {"ceiling": 16, "max_prompt_tokens": 4096, "max_new_tokens": 1024, "prefill_chunk": 2048,
                    "max_vram": None, "kv_budget_bytes": None, "constrained": False}  # fmt: skip
 
 
