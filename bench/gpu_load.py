@@ -116,7 +116,9 @@ def load_runtime(args) -> DescriberRuntime:
     else:
         vlm, clip = gb.random_models(args.work)
     options = {"ceiling": 32, "max_prompt_tokens": 4096, "max_new_tokens": args.tokens, "prefill_chunk": args.prefill_chunk,
-               "max_vram": size_bytes(args.vram), "constrained": False}  # fmt: skip
+               "max_vram": size_bytes(args.vram), "constrained": False,
+               # The slots are budgeted from --vram; the process is capped only in oom32's subprocess.
+               "enforce_max_vram": False}  # fmt: skip
     started = now()
     runtime = DescriberRuntime.load(vlm, clip, max_vram=args.vram, quantization="nf4", scheduler=CONTINUOUS,
                                     engine_options=options)  # fmt: skip

@@ -256,14 +256,13 @@ def test_the_budget_arithmetic_by_hand():
 def test_a_slot_holds_every_layer_s_keys_and_values_for_its_length(runtime):
     engine = engine_for(runtime, slots=2, length=1000)
     stack = engine.stack
-    # 1,000 tokens and the scratch column, rounded up to 256 columns: 1,024, of which 1,023 hold tokens.
-    assert engine.columns == 1024 and engine.slot_length == 1023
+    assert engine.columns == engine.slot_length == 1024  # 1,000 tokens, rounded up to 256 columns
     expected = len(stack.layers) * 2 * stack.kv_heads * stack.head_dim * 4 * 1024  # float32 on the CPU
     assert slot_bytes(stack, 1024) == expected == engine.state.pool[:, :, 0].numel() * 4
 
 
 def test_admission_keeps_within_a_small_budget_and_every_row_still_gets_its_text(runtime):
-    per_slot = slot_bytes(engine_for(runtime, slots=1).stack, 1280)  # 768 + 256 tokens and scratch: 1,280 columns
+    per_slot = slot_bytes(engine_for(runtime, slots=1).stack, 1024)  # 768 + 256 tokens: 1,024 columns
     engine, budget = build_engine(
         runtime.model, ceiling=16, max_prompt_tokens=768, max_new_tokens=256, prefill_chunk=32,
         kv_budget_bytes=int(2.5 * per_slot),

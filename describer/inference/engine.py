@@ -13,9 +13,11 @@ lives as long as the model, and every ``step()``
 5. reads the step's tokens back (one step behind, without grammars) and retires finished rows.
 
 **Cache.** One pool ``[layers, 2, slots, kv_heads, columns, head_dim]`` allocated at start. A
-row owns one slot, its keys and values left-aligned from column 0; the last column is scratch
-for slots not decoding. ``columns`` is a multiple of 256: with an odd count the attention's
-matrix products lose their aligned kernels (a step took twice as long on an H200). Running rows are kept dense in ``[0, n)``: when a row leaves, the last
+row owns one slot, its keys and values left-aligned from column 0. Slots not decoding still run
+in their bucket's graph and write into their own last column (their contents are never read: a
+row admitted there overwrites its prompt's columns and masks the rest until it writes them).
+``columns`` is a multiple of 256: with an odd count the attention's matrix products lose their
+aligned kernels (a step took twice as long on an H200). Running rows are kept dense in ``[0, n)``: when a row leaves, the last
 row's slot is copied into its place (compaction), so the decode step of bucket B reads the
 contiguous ``pool[layer, :, :B]`` with the same two batched matmuls as the static decoder. A
 slot is reserved whole at admission (prompt + max_new_tokens fit the slot length), so rows never
@@ -125,8 +127,8 @@ class StepRecord:
 
 
 def slot_columns(tokens: int) -> int:
-    """Cache columns of a slot holding ``tokens`` (prompt and answer), the scratch column included."""
-    return _round_up(tokens + 1, SLOT_LENGTH_STEP)
+    """Cache columns of a slot holding ``tokens`` (prompt and answer)."""
+    return _round_up(tokens, SLOT_LENGTH_STEP)
 
 
 def slot_bytes(stack: _TextStack, columns: int) -> int:
@@ -150,7 +152,7 @@ class _SlotState:
 
     def __init__(self, stack: _TextStack, slots: int, columns: int) -> None:
         self.stack, self.slots, self.columns_count = stack, slots, columns
-        self.length = columns - 1  # the scratch column
+        self.length = columns - 1  # the last column: where idle slots write
         device = stack.device
         self.pool = torch.zeros(
             len(stack.layers), 2, slots, stack.kv_heads, columns, stack.head_dim, dtype=stack.dtype, device=device
@@ -300,7 +302,7 @@ class Engine:
         self.stack = _TextStack(model)
         self.slots = slots
         self.columns = slot_columns(slot_length)
-        self.slot_length = self.columns - 1  # prompt + answer tokens a slot holds
+        self.slot_length = self.columns  # prompt + answer tokens a slot holds
         self.prefill_chunk = max(1, prefill_chunk)
         self._grammars = grammars  # built on the first request with a grammar
         self.grammars: Grammars | None = None
@@ -746,6 +748,8 @@ def build_engine(
         if not (cuda and max_vram and kv_budget_bytes is None):
             break
         torch.cuda.synchronize()
+        gc.collect()
+        torch.cuda.empty_cache()  # the captures' warm-up runs left blocks cached on their side streams
         # What is reserved now (weights, pool, graphs) beside a prefill's peak and the margin.
         over = torch.cuda.memory_reserved() + budget.prefill_peak + max(256 * MIB, max_vram // 20) - max_vram
         if over <= 0 or budget.slots == 1:

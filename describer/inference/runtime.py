@@ -46,7 +46,8 @@ STREAM_POLL_S = 0.1
 CONTINUOUS, STATIC = "continuous", "static"
 # The continuous-batching engine's settings when the runtime is built without them (tests).
 ENGINE_DEFAULTS = {"ceiling": 16, "max_prompt_tokens": 4096, "max_new_tokens": 1024, "prefill_chunk": 2048,
-                   "max_vram": None, "kv_budget_bytes": None, "constrained": False}  # fmt: skip
+                   "max_vram": None, "kv_budget_bytes": None, "constrained": False,
+                   "enforce_max_vram": True}  # fmt: skip
 
 
 @dataclass
@@ -382,7 +383,7 @@ class DescriberRuntime:
         """The engine and its thread, built and started on first use (the slots sized then)."""
         if self._engine is None:
             options = self.engine_options
-            if self.model.device.type == "cuda" and options["max_vram"]:
+            if self.model.device.type == "cuda" and options["max_vram"] and options["enforce_max_vram"]:
                 # MODEL_MAX_VRAM is enforced, not only planned for: past it the allocator raises.
                 total = torch.cuda.get_device_properties(self.model.device).total_memory
                 torch.cuda.set_per_process_memory_fraction(min(1.0, options["max_vram"] / total), self.model.device)
