@@ -122,7 +122,7 @@ class _Prefill:
 @dataclass
 class StepRecord:
     seconds: float
-    rows: int
+    rows: int  # rows decoded in the step (those a prefill piece stalls)
     prefill: str = ""  # "", "vision", "chunk", "whole": the piece of prefill this step also ran
 
 
@@ -388,6 +388,7 @@ class Engine:
         started = time.perf_counter()
         events = self._leave()
         self._admit()
+        decoding = len(self.rows)
         batch = _batch_bucket(len(self.rows)) if self.rows else 0
         batch = min(batch, self.slots) if batch else 0
         constrained = self.constraints is not None and any(row.matcher is not None for row in self.rows)
@@ -408,7 +409,7 @@ class Engine:
         elif self._pending:
             events += self._collect(len(self._pending))
         if batch or piece[0]:
-            self.steps.append(StepRecord(time.perf_counter() - started, len(self.rows), piece[0]))
+            self.steps.append(StepRecord(time.perf_counter() - started, decoding, piece[0]))
         self._count_free()
         return events
 
