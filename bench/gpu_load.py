@@ -2,7 +2,7 @@
 
 The nf4 random Qwen2.5-VL-3B and gpu_bench.py's requests (a 1600x1200 diagram, 3 examples, ``--tokens``
 forced, no grammar), loaded once with the engine's options (ceiling 32, 4,096 prompt tokens, chunks of
-512, slots budgeted from ``--vram``). No Django needed.
+2,048 (--prefill-chunk), slots budgeted from ``--vram``). No Django needed.
 
     python bench/gpu_load.py --phase checks    # -> $OUT/gpu-load-checks.json
     python bench/gpu_load.py --phase load      # -> $OUT/gpu-load.json; no point starts past --budget-s 540

@@ -331,8 +331,7 @@ class ContinuousRunner(JobRunner):
         """Claimed jobs to their ends, through the engine (tests and the static path's callers)."""
         self.held.add(job.pk for job in batch)
         try:
-            for job in batch:
-                self.admit(job)
+            self.admit_all(batch)
             while self.rows:
                 self.pump(timeout=0.1)
         except WorkerStopping:
@@ -342,6 +341,17 @@ class ContinuousRunner(JobRunner):
             close_old_connections()
         finally:
             self.abandon(batch)
+
+    def admit_all(self, claimed: list[Conversion]) -> None:
+        """Admit claimed jobs one by one, the running rows streaming in between. If anything
+        raises (the database, the worker stopping), the jobs not yet admitted go back at once."""
+        for index, job in enumerate(claimed):
+            try:
+                self.admit(job)
+                self.pump(0)
+            except BaseException:
+                self._give_back_unfinished(claimed[index + 1 :])
+                raise
 
     def admit(self, job: Conversion) -> None:
         """A claimed (and held) job: prepared, started on the model, and submitted to the engine.
@@ -357,9 +367,10 @@ class ContinuousRunner(JobRunner):
 
     def _submit(self, row: _Row, *, alone: bool) -> None:
         row.rid, row.alone, row.submitted_at = (row.job.pk, next(self._incarnations)), alone, time.monotonic()
-        deadline = row.submitted_at + settings.DESCRIBER_TIME_LIMIT_S
-        try:
-            self.runtime.submit(row.rid, self._request(row), self.sink, deadline=deadline, exclusive=alone)
+        try:  # the time limit counts from the row's prefill: a wait for a slot (alone, say) does not use it
+            self.runtime.submit(
+                row.rid, self._request(row), self.sink, exclusive=alone, time_limit_s=settings.DESCRIBER_TIME_LIMIT_S
+            )
         except Exception as error:  # noqa: BLE001 - e.g. a prompt too long for the slots: this job fails alone
             self._fail_row(row, error)
             return
@@ -372,6 +383,9 @@ class ContinuousRunner(JobRunner):
             if self.held.is_lost(row.job.pk):  # cancelled or taken: it leaves even before a token
                 self._leave(rid)
                 self._drop(row.job, row.progress)
+            elif self._overdue(row):
+                self._leave(rid)
+                self._ended_with(row, _engine_failure(self.runtime))
         until = time.monotonic() + timeout
         while True:
             try:
@@ -389,7 +403,11 @@ class ContinuousRunner(JobRunner):
             return  # a row that left: its late tokens are dropped
         if event.error is not None:
             self._leave(event.rid)
-            self._ended_with(row, event.error)
+            try:
+                self._ended_with(row, event.error)
+            except DatabaseError:
+                self._give_back_unfinished([row.job])  # or, if even that fails, requeued once stale
+                raise
             return
         for _, chunk in self._texts[event.rid].add(event.token, event.finished, event.cut_off):
             row.first_token_at = row.first_token_at or time.monotonic()
@@ -416,6 +434,13 @@ class ContinuousRunner(JobRunner):
             return
         self._fail_row(row, error)
 
+    def _overdue(self, row: _Row) -> bool:
+        """A safety net beside the engine's own deadlines: the decode thread died, or a row has
+        had twice its time limit and a minute, waits included."""
+        if not self.runtime.engine_alive():
+            return True
+        return time.monotonic() - row.submitted_at > 2 * settings.DESCRIBER_TIME_LIMIT_S + 60
+
     def _leave(self, rid: tuple, *, cancel: bool = True) -> None:
         row = self.rows.pop(rid, None)
         self._texts.pop(rid, None)
@@ -432,6 +457,14 @@ class ContinuousRunner(JobRunner):
         for rid in list(self.rows):
             self._leave(rid)
         self._give_back_unfinished([row.job for row in rows] + list(jobs_held or []))
+
+
+def _engine_failure(runtime) -> Exception:
+    from describer.inference.errors import EngineStopped, GenerationTimeout
+
+    if not runtime.engine_alive():
+        return EngineStopped()
+    return GenerationTimeout(settings.DESCRIBER_TIME_LIMIT_S)
 
 
 def failure_message(job: Conversion, error: Exception) -> str:

@@ -4,7 +4,10 @@ Three threads. The main one runs Channels' worker (`ResilientWorker`) and receiv
 messages on the `describer-gpu` channel (describer/consumers.py); each only sets an event. The
 job thread (`JobLoop`) owns the models: it claims jobs from PostgreSQL, runs them
 (describer/pipeline.py), and when the queue is empty waits for a wake-up or the poll interval,
-whichever comes first, so expired or dropped wake-ups delay nothing by more than a poll. The
+whichever comes first, so expired or dropped wake-ups delay nothing by more than a poll. With the
+continuous scheduler (the default) it claims whenever the engine has a free slot, and each job
+joins the running batch at the engine's next step; the engine steps on a fourth thread
+(describer/inference/runtime.py's `_EngineThread`). The
 heartbeat thread (`Heartbeat`) refreshes every job the worker holds and the worker's own row
 (`Worker`, the workers page and the container's healthcheck) every DESCRIBER_HEARTBEAT_S.
 
@@ -111,7 +114,7 @@ class JobLoop:
 
         broadcaster = Broadcaster()
         log.info("worker %s ready (model %s on %s)", self.name, getattr(self.runtime, "serving", "?"), self.runtime.device)
-        if self.runtime.available and self.runtime.continuous:
+        if self.runtime.available and self.runtime.continuous and self.engine_ready():
             self.run_continuously(broadcaster)
             return
         runner = JobRunner(
@@ -166,9 +169,7 @@ class JobLoop:
                 if free and (poll_due or self.wake_event.is_set() or runner.row_left):
                     self.wake_event.clear()
                     runner.row_left, polled_at = False, time.monotonic()
-                    for job in self.claim_now(jobs, free):
-                        runner.admit(job)
-                        runner.pump(0)  # the rows already running keep streaming between admissions
+                    runner.admit_all(self.claim_now(jobs, free))  # the running rows stream in between
                 if runner.idle():
                     embed_pending_examples(self.runtime, should_stop=self.wake_event.is_set)
                     self.wake_event.wait(max(0.0, self.poll_seconds - (time.monotonic() - polled_at)))
@@ -176,11 +177,11 @@ class JobLoop:
                     runner.pump(timeout=STREAM_POLL_S)
             except WorkerStopping:
                 break
-            except DatabaseError as error:  # PostgreSQL away: the rows go on; writes that cannot wait give back
+            except DatabaseError as error:
+                # PostgreSQL away: the rows go on decoding (progress writes wait for it); a job whose
+                # finishing write ran out of patience was given back, or goes stale and is requeued.
                 log.warning("job loop: database unavailable (%s); retrying", str(error).strip()[:200])
                 close_old_connections()
-                if not runner.idle() and not self._database_answers():
-                    runner.abandon()
                 self.stop_event.wait(min(1.0, self.poll_seconds))
             except Exception:  # a bug must not stop the worker: log it and carry on
                 log.exception("job loop error")
@@ -189,20 +190,24 @@ class JobLoop:
         close_old_connections()
         log.info("worker %s stopped", self.name)
 
+    def engine_ready(self) -> bool:
+        """Build the engine now (it sizes its slots from MODEL_MAX_VRAM). A budget that holds no
+        slot is the administrator's to fix: every job then fails with the numbers, as when the
+        model cannot load."""
+        from describer.inference.errors import InferenceError
+
+        try:
+            self.runtime.engine()
+        except InferenceError as error:
+            log.error("models unavailable: %s", error)
+            self.runtime = UnavailableRuntime(error)
+            return False
+        return True
+
     def claim_now(self, jobs_module, limit: int) -> list:
         claimed = jobs_module.claim(self.name, limit=limit)
         self.held.add(job.pk for job in claimed)
         return claimed
-
-    @staticmethod
-    def _database_answers() -> bool:
-        from django.db import connection
-
-        try:
-            connection.ensure_connection()
-            return connection.is_usable()
-        except DatabaseError:
-            return False
 
     def follow_adapter_choice(self, runner) -> None:
         """Between jobs: serve the adapter chosen now (admin, else DESCRIBER_ADAPTER) if it is not
@@ -213,10 +218,12 @@ class JobLoop:
         wanted = adapters.chosen_path()
         if wanted == self.serving_path or self.refused.get(wanted) == adapters.signature(wanted):
             return
+        previous = self.runtime.adapter
         try:
             info = adapters.check(wanted) if wanted else None
             log.info("worker %s: switching to %s", self.name, info.label if info else "the base model")
             self.runtime.reload(info)
+            self._engine_after_switch(previous)
         except Exception as error:  # noqa: BLE001 - a bad adapter must not stop the worker
             refuse_adapter(wanted, error)
             self.refused[wanted] = adapters.signature(wanted)  # tried again once its files change
@@ -224,6 +231,17 @@ class JobLoop:
         self.serving_path = wanted
         runner.runtime = self.runtime
         note_adapter_served(self.runtime)
+
+    def _engine_after_switch(self, previous) -> None:
+        """The new weights' engine is built now; if its budget holds no slot, the previous model
+        comes back (and the error refuses the adapter)."""
+        if not self.runtime.continuous:
+            return
+        try:
+            self.runtime.engine()
+        except Exception:
+            self.runtime.reload(previous)
+            raise
 
     def claim(self, jobs_module) -> list:
         """Claim one job, or with batching, what arrives within the batch window."""

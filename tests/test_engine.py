@@ -17,14 +17,12 @@ from describer.inference.constraints import DESCRIPTION, MERMAID
 from describer.inference.engine import (
     Engine,
     EngineRequest,
-    NoSlot,
-    PromptTooLong,
     build_engine,
     kv_budget,
     slot_bytes,
     slots_for,
 )
-from describer.inference.errors import GenerationTimeout
+from describer.inference.errors import GenerationTimeout, NoSlot, PromptTooLong
 from describer.inference.fast_decode import RowLimits
 from tests.test_batching import diagram, request
 
@@ -36,14 +34,20 @@ def runtime(small_image_runtime):
     return small_image_runtime
 
 
-def engine_for(runtime, *, slots: int = 4, chunk: int = 7, length: int = 1024) -> Engine:
-    return Engine(runtime.model, slots=slots, slot_length=length, prefill_chunk=chunk, grammars=lambda: runtime.grammars)
+def engine_for(runtime, *, slots: int = 4, chunk: int = 7, length: int = 1024, read_behind: bool = False) -> Engine:
+    return Engine(runtime.model, slots=slots, slot_length=length, prefill_chunk=chunk,
+                  grammars=lambda: runtime.grammars, read_behind=read_behind)  # fmt: skip
 
 
-def submit(engine, runtime, rid, item, *, deadline=None, exclusive=False) -> None:
-    inputs = runtime.prepare_inputs([item])
+# Both read-backs: a step's tokens read at once (the CPU's way), and one step behind, while the
+# next step runs (CUDA graphs' way), so that rows end, leave and move with a step in flight.
+read_backs = pytest.mark.parametrize("read_behind", [False, True], ids=["read-at-once", "read-behind"])
+
+
+def submit(engine, runtime, rid, item, *, deadline=None, exclusive=False, time_limit_s=None) -> None:
+    inputs = runtime.prepare_inputs([item], on_device=False)
     limits = RowLimits(item.max_new_tokens, item.min_new_tokens)
-    engine.add_request(EngineRequest(rid, inputs, limits, item.grammar, deadline, exclusive))
+    engine.add_request(EngineRequest(rid, inputs, limits, item.grammar, deadline, exclusive, time_limit_s))
 
 
 def run_until_idle(engine, tokens, *, errors=None, after_step=None, limit: int = 5000) -> None:
@@ -130,8 +134,11 @@ def test_the_newcomer_is_prefilling_at_the_very_next_step_and_streams_within_its
     assert steps <= -(-prompt // 64) + 1
 
 
-def test_a_cancelled_row_leaves_at_the_next_step_its_slot_goes_to_a_waiting_one_and_the_moved_row_is_unharmed(runtime):
-    engine = engine_for(runtime, slots=2, chunk=64)
+@read_backs
+def test_a_cancelled_row_leaves_at_the_next_step_its_slot_goes_to_a_waiting_one_and_the_moved_row_is_unharmed(
+    runtime, read_behind
+):
+    engine = engine_for(runtime, slots=2, chunk=64, read_behind=read_behind)
     first, second, third = long_request(80), long_request(40), request(None, "Hi", max_new_tokens=12)
     second.messages[1]["content"][1]["text"] = "What is this?"
     for rid, item in (("A", first), ("B", second), ("C", third)):
@@ -153,39 +160,44 @@ def test_a_cancelled_row_leaves_at_the_next_step_its_slot_goes_to_a_waiting_one_
     for event in events:
         tokens.setdefault(event.rid, []).append(event.token)
     run_until_idle(engine, tokens)
-    assert len(tokens["A"]) == got_before_cancel  # on the CPU no step is in flight: nothing more came
+    assert len(tokens["A"]) == got_before_cancel  # a token still in flight for it was dropped
     assert text(runtime, tokens["B"]) == alone(runtime, second)
     assert text(runtime, tokens["C"]) == alone(runtime, third)
     assert engine.has_capacity() == 2 and engine.active == 0
 
 
 def test_cancelling_a_waiting_or_prefilling_request_leaves_nothing_behind(runtime):
-    engine = engine_for(runtime, slots=1, chunk=7)
-    submit(engine, runtime, "A", long_request(30))
-    engine.step()  # A's whole prompt: it is decoding
-    submit(engine, runtime, "waiting", long_request(10))
-    engine.step()
-    engine.cancel("waiting")
-    engine.cancel("A")
-    engine.step()
-    assert engine.idle() and engine.has_capacity() == 1
+    engine = engine_for(runtime, slots=2, chunk=7)
+    submit(engine, runtime, "A", long_request(60))
+    engine.step()  # A's whole prompt at once: nothing else was decoding
+    submit(engine, runtime, "B", long_request(40))
+    submit(engine, runtime, "C", long_request(40))  # no slot left for it: it waits
+    engine.step()  # A decodes, B's vision tower runs
+    assert engine.prefill is not None and engine.prefill.row.request.rid == "B"
+    assert [request.rid for request in engine.waiting] == ["C"] and engine.has_capacity() == 0
 
-    submit(engine, runtime, "B", long_request(30))
-    engine.step()
-    submit(engine, runtime, "C", long_request(10))  # no slot: waits
     engine.cancel("B")
+    engine.cancel("C")
+    events = engine.step()
+
+    assert engine.prefill is None and not engine.admitted and not engine.waiting
+    assert {event.rid for event in events} == {"A"} and engine.has_capacity() == 1
+    late = request(None, "Hi", max_new_tokens=12)
+    submit(engine, runtime, "D", late)  # takes the freed slot
     tokens: dict = {}
     run_until_idle(engine, tokens)
-    assert set(tokens) <= {"B", "C"} and len(tokens["C"]) == 10
+    assert set(tokens) == {"A", "D"} and text(runtime, tokens["D"]) == alone(runtime, late)
+    assert engine.has_capacity() == 2
 
 
-def test_rows_end_in_any_order_and_only_the_row_past_its_deadline_times_out(runtime):
-    engine = engine_for(runtime)
+@read_backs
+def test_rows_end_in_any_order_and_only_the_row_past_its_deadline_times_out(runtime, read_behind):
+    engine = engine_for(runtime, read_behind=read_behind)
     items = {"short": request(None, "Hi", max_new_tokens=3, min_new_tokens=3), "long": long_request(50)}
-    submit(engine, runtime, "late", request(None, "Describe", max_new_tokens=900, min_new_tokens=900),
-           deadline=time.monotonic() + 0.3)  # fmt: skip
     for rid, item in items.items():
         submit(engine, runtime, rid, item)
+    # Its limit counts from its own prefill, so preparing the others does not use it up.
+    submit(engine, runtime, "late", request(None, "Describe", max_new_tokens=900, min_new_tokens=900), time_limit_s=0.3)
     tokens: dict = {}
     errors: dict = {}
     run_until_idle(engine, tokens, errors=errors)
@@ -216,8 +228,9 @@ def test_a_request_that_must_run_alone_waits_for_an_empty_engine_and_nothing_joi
 # --- Grammars -----------------------------------------------------------------------------------------
 
 
-def test_with_grammars_rows_that_join_and_leave_get_what_they_get_alone(runtime):
-    engine = engine_for(runtime, slots=3, chunk=16)
+@read_backs
+def test_with_grammars_rows_that_join_and_leave_get_what_they_get_alone(runtime, read_behind):
+    engine = engine_for(runtime, slots=3, chunk=16, read_behind=read_behind)
     items = {
         "description": constrained(long_request(60), f"{DESCRIPTION}:en"),
         "free": request(None, "Hi", max_new_tokens=25, min_new_tokens=25),
@@ -256,18 +269,20 @@ def test_the_budget_arithmetic_by_hand():
 def test_a_slot_holds_every_layer_s_keys_and_values_for_its_length(runtime):
     engine = engine_for(runtime, slots=2, length=1000)
     stack = engine.stack
-    assert engine.columns == engine.slot_length == 1024  # 1,000 tokens, rounded up to 256 columns
+    assert engine.slot_length == 1024  # 1,000 tokens, rounded up to 256 columns
     expected = len(stack.layers) * 2 * stack.kv_heads * stack.head_dim * 4 * 1024  # float32 on the CPU
     assert slot_bytes(stack, 1024) == expected == engine.state.pool[:, :, 0].numel() * 4
 
 
-def test_admission_keeps_within_a_small_budget_and_every_row_still_gets_its_text(runtime):
+@read_backs
+def test_admission_keeps_within_a_small_budget_and_every_row_still_gets_its_text(runtime, read_behind):
     per_slot = slot_bytes(engine_for(runtime, slots=1).stack, 1024)  # 768 + 256 tokens: 1,024 columns
     engine, budget = build_engine(
         runtime.model, ceiling=16, max_prompt_tokens=768, max_new_tokens=256, prefill_chunk=32,
         kv_budget_bytes=int(2.5 * per_slot),
     )  # fmt: skip
     assert budget.slots == engine.slots == 2
+    engine.read_behind = read_behind
     items = [request(None, "Hi " * (index + 1), max_new_tokens=12 + index, min_new_tokens=12) for index in range(5)]
     for index, item in enumerate(items):
         submit(engine, runtime, index, item)
@@ -341,3 +356,116 @@ def test_the_worker_starts_a_job_that_arrives_while_another_is_generating(tiny_r
     assert (one.attempts, two.attempts) == (1, 1) and one.tokens_generated == two.tokens_generated == 200
     assert not loop.held.ids
     assert jobs.claim("anyone") == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_job_cancelled_mid_stream_leaves_the_engine_and_the_others_finish(tiny_runtime, make_conversion, settings):
+    from describer import jobs
+    from describer.models import Conversion
+    from describer.pipeline import ContinuousRunner, HeldJobs
+    from describer.progress import Broadcaster
+
+    settings.DESCRIBER_CONSTRAINED = False
+    settings.DESCRIBER_MIN_NEW_TOKENS = settings.DESCRIBER_MAX_NEW_TOKENS = 200
+    settings.DESCRIBER_OCR = False
+    for _ in range(3):
+        make_conversion()
+    claimed = jobs.claim("w1", limit=3)
+    victim = claimed[1]
+    broadcaster = Broadcaster()
+    runner = ContinuousRunner(tiny_runtime, broadcaster, worker_name="w1", held=HeldJobs())
+    stop = threading.Event()
+
+    def cancel_when_streaming():  # the owner cancels from the web while the row is generating
+        while not stop.is_set():
+            if Conversion.objects.get(pk=victim.pk).tokens_generated >= 10:
+                jobs.cancel(Conversion.objects.get(pk=victim.pk))
+                return
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=cancel_when_streaming)
+    watcher.start()
+    try:
+        runner.run_batch(claimed)
+    finally:
+        stop.set()
+        watcher.join()
+        broadcaster.close()
+
+    done = [Conversion.objects.get(pk=job.pk) for job in (claimed[0], claimed[2])]
+    assert [job.status for job in done] == ["done", "done"] and [job.tokens_generated for job in done] == [200, 200]
+    cancelled = Conversion.objects.get(pk=victim.pk)
+    assert cancelled.status == Conversion.Status.CANCELLED and 10 <= cancelled.tokens_generated < 200
+    assert runner.held.ids == set() and not runner.rows
+    engine = tiny_runtime.engine().engine
+    deadline = time.monotonic() + 5
+    while not engine.idle():
+        assert time.monotonic() < deadline, "the cancelled row stayed in the engine"
+        time.sleep(0.02)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_row_whose_prefill_runs_out_of_memory_runs_again_alone_in_the_same_attempt(
+    tiny_runtime, make_conversion, settings, monkeypatch
+):
+    import torch
+
+    from describer import jobs
+    from describer.models import Conversion
+    from describer.pipeline import ContinuousRunner, HeldJobs
+    from describer.progress import Broadcaster
+
+    settings.DESCRIBER_CONSTRAINED = False
+    settings.DESCRIBER_MIN_NEW_TOKENS = settings.DESCRIBER_MAX_NEW_TOKENS = 30
+    settings.DESCRIBER_OCR = False
+    for _ in range(2):
+        make_conversion()
+    real_forward, calls = tiny_runtime.model.forward, []
+
+    def out_of_memory_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_forward(*args, **kwargs)
+
+    monkeypatch.setattr(tiny_runtime.model, "forward", out_of_memory_once)
+    submitted, real_submit = [], tiny_runtime.submit
+
+    def recorded_submit(rid, request, sink, **options):
+        submitted.append(options["exclusive"])
+        real_submit(rid, request, sink, **options)
+
+    monkeypatch.setattr(tiny_runtime, "submit", recorded_submit)
+    broadcaster = Broadcaster()
+    try:
+        ContinuousRunner(tiny_runtime, broadcaster, worker_name="w1", held=HeldJobs()).run_batch(jobs.claim("w1", limit=2))
+    finally:
+        broadcaster.close()
+
+    jobs_now = list(Conversion.objects.all())
+    assert {job.status for job in jobs_now} == {Conversion.Status.DONE}
+    assert {job.attempts for job in jobs_now} == {1}  # the re-run is the same attempt
+    assert submitted == [False, False, True]  # the job whose prefill failed went again, alone
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_memory_budget_without_a_slot_fails_jobs_with_the_numbers_and_the_worker_lives(tiny_runtime, make_conversion):
+    from describer.inference.runtime import DescriberRuntime
+    from describer.models import Conversion
+    from describer.worker import JobLoop
+
+    starved = DescriberRuntime(model=tiny_runtime.model, processor=tiny_runtime.processor, clip=tiny_runtime.clip,
+                               model_name="tiny", is_tiny=True, engine_options={"kv_budget_bytes": 1})  # fmt: skip
+    job = make_conversion()
+    loop = JobLoop(starved, poll_seconds=0.2)
+    loop.start()
+    try:
+        deadline = time.monotonic() + 30
+        while Conversion.objects.get(pk=job.pk).status != Conversion.Status.FAILED:
+            assert time.monotonic() < deadline, "the job was not failed"
+            time.sleep(0.05)
+    finally:
+        loop.stop()
+        loop.join(timeout=30)
+    assert "MODEL_MAX_VRAM" in Conversion.objects.get(pk=job.pk).error_message
+    assert loop.thread is not None and not loop.thread.is_alive()  # it stopped when asked, not by the error

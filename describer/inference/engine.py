@@ -47,8 +47,15 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from describer.inference.errors import GenerationTimeout, InferenceError, OutOfMemory
-from describer.inference.fast_decode import RowLimits, _batch_bucket, _captured, _round_up, _TextStack
+from describer.inference.errors import GenerationTimeout, NoSlot, OutOfMemory, PromptTooLong
+from describer.inference.fast_decode import (
+    RowLimits,
+    _batch_bucket,
+    _captured,
+    _round_up,
+    _TextStack,
+    prompt_positions,
+)
 from describer.inference.loading import is_cuda_oom, short_reason
 
 if TYPE_CHECKING:
@@ -64,21 +71,20 @@ SLOT_LENGTH_STEP = 256
 KEPT_STEPS = 4096
 
 
-class PromptTooLong(InferenceError):
-    """A prompt longer than the engine's slots hold."""
-
-
 @dataclass
 class EngineRequest:
     """One prompt to decode. ``rid`` names it in events (any hashable, unique while it runs);
     ``inputs`` is the processor's output for it alone, on the model's device."""
 
     rid: Hashable
-    inputs: dict[str, torch.Tensor] | None  # moved to the model's device when its prefill begins, dropped after
+    inputs: dict[str, torch.Tensor] | None  # in host memory; on the model's device from its prefill, then dropped
     limits: RowLimits
     grammar: str | None = None
     deadline: float | None = None  # time.monotonic(): past it the row leaves with GenerationTimeout
     exclusive: bool = False  # runs alone: admitted only into an empty engine, and nothing joins it
+    # Seconds from the start of its prefill (a wait for a slot does not count), which then sets
+    # ``deadline``; the worker's DESCRIBER_TIME_LIMIT_S.
+    time_limit_s: float | None = None
     prompt_length: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -137,10 +143,20 @@ def slot_bytes(stack: _TextStack, columns: int) -> int:
     return len(stack.layers) * 2 * stack.kv_heads * stack.head_dim * element * columns
 
 
+def default_margin(vram: int) -> int:
+    """What the budget keeps free for the allocator's slack: 5% of the cap, at least 256 MiB."""
+    return max(256 * MIB, vram // 20)
+
+
 def kv_budget(vram: int, *, weights: int, prefill_peak: int, graphs: int, margin: int | None = None) -> int:
     """Bytes left for the KV slots under a ``vram`` cap (MODEL_MAX_VRAM)."""
-    margin = max(256 * MIB, vram // 20) if margin is None else margin
+    margin = default_margin(vram) if margin is None else margin
     return vram - weights - prefill_peak - graphs - margin
+
+
+def cache_keyword(language_model: Any) -> str:
+    """The language model's cache argument: "cache" in transformers 5.2x, "past_key_values" before."""
+    return "cache" if "cache" in inspect.signature(language_model.forward).parameters else "past_key_values"
 
 
 def slots_for(budget_bytes: int, per_slot: int, ceiling: int) -> int:
@@ -152,7 +168,7 @@ class _SlotState:
 
     def __init__(self, stack: _TextStack, slots: int, columns: int) -> None:
         self.stack, self.slots, self.columns_count = stack, slots, columns
-        self.length = columns - 1  # the last column: where idle slots write
+        self.last_column = columns - 1  # where idle slots write
         device = stack.device
         self.pool = torch.zeros(
             len(stack.layers), 2, slots, stack.kv_heads, columns, stack.head_dim, dtype=stack.dtype, device=device
@@ -162,7 +178,7 @@ class _SlotState:
         long = {"dtype": torch.long, "device": device}
         self.tokens = torch.zeros(slots, **long)  # the step's input, then its output
         self.positions = torch.zeros(slots, **long)  # M-RoPE text position of the input token
-        self.write_pos = torch.full((slots,), self.length, **long)  # cache column of the input token; scratch when idle
+        self.write_pos = torch.full((slots,), self.last_column, **long)  # cache column of the input token
         self.generated = torch.zeros(slots, **long)  # tokens generated before the step's output
         self.min_new = torch.zeros(slots, **long)
         self.columns = torch.arange(columns, **long)
@@ -182,7 +198,7 @@ class _SlotState:
         hidden = stack.embed(self.tokens[:batch, None])
         cos, sin = stack.rotary(hidden, self.positions[:batch].view(1, batch, 1).expand(3, batch, 1))
         # A row attends to its own prompt and tokens and the token it writes now; idle slots
-        # (write_pos = scratch column) see finite garbage and are never read.
+        # (writing into their last column) see finite garbage and are never read.
         mask = (self.columns[None, :] <= self.write_pos[:batch, None])[:, None, None, :]
         index = self.write_pos[:batch].view(batch, 1, 1, 1).expand(batch, stack.kv_heads, 1, stack.head_dim)
         for number, layer in enumerate(stack.layers):
@@ -200,7 +216,7 @@ class _SlotState:
         self.seen[:batch].scatter_(1, chosen[:, None], True)
         self.tokens[:batch].copy_(chosen)
         self.positions[:batch].add_(1)
-        self.write_pos[:batch] = (self.write_pos[:batch] + 1).clamp_max_(self.length)
+        self.write_pos[:batch] = (self.write_pos[:batch] + 1).clamp_max_(self.last_column)
         self.generated[:batch].add_(1)
 
     def _attention(self, attention, hidden, cos, sin, keys, values, mask, index) -> torch.Tensor:
@@ -277,8 +293,8 @@ class _SlotState:
         self.clear_idle(source)
 
     def clear_idle(self, first: int) -> None:
-        """Slots from ``first`` on decode nothing: they write to the scratch column."""
-        self.write_pos[first:].fill_(self.length)
+        """Slots from ``first`` on decode nothing: they write into their own last column."""
+        self.write_pos[first:].fill_(self.last_column)
         self.allowed_bits[first:].fill_(-1)
 
 
@@ -291,22 +307,25 @@ class Engine:
         *,
         slots: int,
         slot_length: int,
-        prefill_chunk: int = 512,
+        prefill_chunk: int = 2048,
         grammars: Callable[[], Grammars] | None = None,
         cuda_graphs: bool = False,
         constrained_graphs: bool = False,
+        read_behind: bool = False,
     ) -> None:
         if slots < 1:
             raise ValueError("The engine needs at least one slot.")
         self.model = model
         self.stack = _TextStack(model)
         self.slots = slots
-        self.columns = slot_columns(slot_length)
-        self.slot_length = self.columns  # prompt + answer tokens a slot holds
+        self.slot_length = slot_columns(slot_length)  # prompt + answer tokens a slot holds: its columns
         self.prefill_chunk = max(1, prefill_chunk)
         self._grammars = grammars  # built on the first request with a grammar
         self.grammars: Grammars | None = None
-        self.state = _SlotState(self.stack, slots, self.columns)
+        self.state = _SlotState(self.stack, slots, self.slot_length)
+        # Read a step's tokens while the next runs, even without CUDA graphs (the tests force it
+        # on the CPU, where the bookkeeping of the one-step-behind read-back is otherwise never run).
+        self.read_behind = read_behind
         self.constraints: RowConstraints | None = None
         self.constrained_graphs = constrained_graphs  # capture the split step too (grammars are on)
         self.cuda_graphs = cuda_graphs and self.stack.device.type == "cuda"
@@ -322,20 +341,13 @@ class Engine:
         # What has_capacity() reads from other threads: set by the engine thread after each step.
         self._free, self._exclusive = slots, False
         self._language_model = model.model.language_model
-        self._cache_keyword = (
-            "cache" if "cache" in inspect.signature(self._language_model.forward).parameters else "past_key_values"
-        )
+        self._cache_keyword = cache_keyword(self._language_model)
 
     # --- Any thread ----------------------------------------------------------------------------
 
     def add_request(self, request: EngineRequest) -> None:
         if request.prompt_length + request.limits.max_new_tokens > self.slot_length:
-            raise PromptTooLong(
-                "The prompt (%(tokens)s tokens) and %(new)s new tokens do not fit the decoder's slots of "
-                "%(slot)s tokens (DESCRIBER_MAX_PROMPT_TOKENS + DESCRIBER_MAX_NEW_TOKENS); try a smaller image, "
-                "or ask the administrator to raise DESCRIBER_MAX_PROMPT_TOKENS.",
-                tokens=request.prompt_length, new=request.limits.max_new_tokens, slot=self.slot_length,
-            )  # fmt: skip
+            raise PromptTooLong(tokens=request.prompt_length, new=request.limits.max_new_tokens, slot=self.slot_length)
         if request.limits.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be at least 1 (got {request.limits.max_new_tokens}).")
         with self._lock:
@@ -404,7 +416,7 @@ class Engine:
         if batch and constrained:
             events += self._take(*current)
         elif batch:
-            depth = 2 if self.state.graphs.get(batch) is not None else 1
+            depth = 2 if self.read_behind or self.state.graphs.get(batch) is not None else 1
             events += self._collect(len(self._pending) - depth + 1)
         elif self._pending:
             events += self._collect(len(self._pending))
@@ -413,16 +425,18 @@ class Engine:
         self._count_free()
         return events
 
-    def fail_all(self, error: BaseException) -> list[EngineEvent]:
-        """Every request in the engine ends with ``error`` (a decode step failed); buffers stay."""
-        rows = self.rows + list(self.admitted) + ([self.prefill.row] if self.prefill else [])
-        requests = [row.request for row in rows] + list(self.waiting)
-        with self._lock:
-            requests += list(self._inbox)
-            self._inbox.clear()
+    def fail_all(self, error: BaseException, *, waiting_too: bool = False) -> list[EngineEvent]:
+        """The rows on the GPU (running, prefilling) end with ``error``: a decode step failed.
+        Requests still waiting keep their place, unless ``waiting_too`` (the engine stops)."""
+        requests = [row.request for row in self.rows] + ([self.prefill.row.request] if self.prefill else [])
+        if waiting_too:
+            requests += [row.request for row in self.admitted] + list(self.waiting)
+            with self._lock:
+                requests += list(self._inbox)
+                self._inbox.clear()
+            self.admitted.clear()
+            self.waiting.clear()
         self.rows, self.prefill, self._pending = [], None, deque()
-        self.admitted.clear()
-        self.waiting.clear()
         self.state.clear_idle(0)
         if self.constraints is not None:
             for slot in range(self.slots):
@@ -461,6 +475,9 @@ class Engine:
     def _leave(self) -> list[EngineEvent]:
         with self._lock:
             cancelled, self._cancelled = self._cancelled, set()
+            # Still counted by has_capacity() until the step recounts, as they were in the inbox.
+            self._free -= len(self._inbox)
+            self._exclusive = self._exclusive or any(request.exclusive for request in self._inbox)
             self.waiting.extend(self._inbox)
             self._inbox.clear()
         now = time.monotonic()
@@ -470,7 +487,7 @@ class Engine:
             if request.rid in cancelled:
                 return True
             if request.deadline is not None and now >= request.deadline:
-                events.append(EngineEvent(request.rid, None, True, error=GenerationTimeout(None)))
+                events.append(EngineEvent(request.rid, None, True, error=GenerationTimeout(request.time_limit_s)))
                 return True
             return False
 
@@ -557,12 +574,11 @@ class Engine:
         (all of it when ``limited`` is False)."""
         if self.prefill is None:
             self.prefill = _Prefill(self.admitted.popleft())
-            # Waiting requests keep their inputs (an image's pixels: ~24 MB) in host memory.
-            request = self.prefill.row.request
-            request.inputs = request.inputs.to(self.stack.device)
         prefill = self.prefill
         try:
             with torch.no_grad():
+                if prefill.positions is None:
+                    self._begin(prefill.row.request)
                 kind = self._advance(prefill, limited=limited)
                 if prefill.done < prefill.row.request.prompt_length:
                     return kind, []
@@ -579,6 +595,14 @@ class Engine:
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
             return "error", [EngineEvent(prefill.row.request.rid, None, True, error=OutOfMemory())]
+
+    def _begin(self, request: EngineRequest) -> None:
+        """A request's prefill begins: its inputs go to the device (waiting ones keep theirs, an
+        image's pixels are ~24 MB, in host memory), and its time limit starts."""
+        request.inputs = request.inputs.to(self.stack.device)
+        if request.time_limit_s is not None:
+            limit = time.monotonic() + request.time_limit_s
+            request.deadline = limit if request.deadline is None else min(request.deadline, limit)
 
     def _advance(self, prefill: _Prefill, *, limited: bool) -> str:
         inputs = prefill.row.request.inputs
@@ -610,61 +634,61 @@ class Engine:
         return kind
 
     def _place(self, prefill: _Prefill) -> list[EngineEvent]:
-        """The prompt is through: its first token picked, its keys and values into the next slot."""
-        row, request = prefill.row, prefill.row.request
-        state, stack, slot = self.state, self.stack, len(self.rows)
-        length = request.prompt_length
+        """The prompt is through: its keys and values into the next slot, its first token picked."""
+        row, request, slot = prefill.row, prefill.row.request, len(self.rows)
+        self._copy_prompt(prefill, slot)
+        token = self._first_token(prefill, slot)
+        prefill.cache = prefill.embeds = prefill.hidden = prefill.logits = request.inputs = None
+        state = self.state
+        state.tokens[slot] = token
+        state.positions[slot] = request.prompt_length + prefill.delta  # text positions go on after the prompt's largest
+        state.write_pos[slot] = request.prompt_length
+        state.generated[slot] = 1
+        row.slot, row.remaining = slot, request.limits.max_new_tokens
+        self.rows.append(row)
+        return [self._emit(row, int(token))]
+
+    def _copy_prompt(self, prefill: _Prefill, slot: int) -> None:
+        length, pool = prefill.row.request.prompt_length, self.state.pool
         for index, layer in enumerate(prefill.cache.layers):
-            state.pool[index, 0, slot, :, :length].copy_(layer.keys[0])
-            state.pool[index, 1, slot, :, :length].copy_(layer.values[0])
+            pool[index, 0, slot, :, :length].copy_(layer.keys[0])
+            pool[index, 1, slot, :, :length].copy_(layer.values[0])
+
+    def _first_token(self, prefill: _Prefill, slot: int) -> torch.Tensor:
+        """Picked as every later token is: penalty over the prompt, min_new_tokens, the row's grammar."""
+        row, request, state, stack = prefill.row, prefill.row.request, self.state, self.stack
         logits = prefill.logits if prefill.logits is not None else stack.lm_head(prefill.hidden)[:, -1].float()
         state.seen[slot].zero_()
         state.seen[slot, request.inputs["input_ids"][0]] = True
-        prefill.cache = prefill.embeds = prefill.hidden = prefill.logits = request.inputs = None
         state.min_new[slot] = request.limits.min_new_tokens
-        state.generated[slot] = 0
-        allowed = None
+        allowed = self._grammar_mask(row, slot)
+        suppress = torch.zeros(1, dtype=torch.bool, device=stack.device) < state.min_new[slot : slot + 1]
+        token = stack.choose(logits, state.seen[slot : slot + 1], suppress, allowed)[0]
+        state.seen[slot, token] = True
+        return token
+
+    def _grammar_mask(self, row: _Row, slot: int) -> torch.Tensor | None:
+        """The row's matcher into ``slot`` (the grammars are built on the first request with one),
+        and the tokens it allows first."""
+        request = row.request
         if request.grammar and self.constraints is None:
             if self._grammars is None:
                 raise ValueError(f"The request asks for the grammar {request.grammar!r}, but the engine has none.")
             self.grammars = self._grammars()
             self.constraints = self.grammars.rows([None] * self.slots)
-        if self.constraints is not None:
-            row.matcher = self.grammars.matcher(request.grammar) if request.grammar else None
-            self.constraints.assign(slot, row.matcher)
-            if row.matcher is not None:
-                state.allowed_bits[slot].copy_(self.constraints.fill([slot])[slot])
-                allowed = stack.allowed(state.allowed_bits[slot : slot + 1])
-        suppress = state.generated[slot : slot + 1] < state.min_new[slot : slot + 1]
-        token = stack.choose(logits, state.seen[slot : slot + 1], suppress, allowed)
-        state.seen[slot, token] = True
-        state.tokens[slot] = token[0]
-        state.positions[slot] = length + prefill.delta  # text positions go on after the prompt's largest
-        state.write_pos[slot] = length
-        state.generated[slot] = 1
-        row.slot, row.remaining = slot, request.limits.max_new_tokens
-        self.rows.append(row)
-        return [self._emit(row, int(token[0]))]
+        if self.constraints is None:
+            return None
+        row.matcher = self.grammars.matcher(request.grammar) if request.grammar else None
+        self.constraints.assign(slot, row.matcher)
+        if row.matcher is None:
+            return None
+        self.state.allowed_bits[slot].copy_(self.constraints.fill([slot])[slot])
+        return self.stack.allowed(self.state.allowed_bits[slot : slot + 1])
 
 
 def _returned_cache(output: Any) -> Any:
     cache = getattr(output, "cache", None)  # "past_key_values" before transformers 5.2x
     return cache if cache is not None else output.past_key_values
-
-
-def prompt_positions(model: PreTrainedModel, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, Any]:
-    """3-D M-RoPE positions of a prompt, and the offset of text positions after it (as generate)."""
-    input_ids = inputs["input_ids"]
-    if inputs.get("image_grid_thw") is not None and inputs.get("mm_token_type_ids") is not None:
-        positions, deltas = model.model.get_rope_index(
-            input_ids,
-            mm_token_type_ids=inputs["mm_token_type_ids"],
-            image_grid_thw=inputs["image_grid_thw"],
-            attention_mask=inputs.get("attention_mask"),
-        )
-        return positions, deltas[0, 0]
-    positions = torch.arange(input_ids.shape[1], device=input_ids.device).view(1, 1, -1).expand(3, 1, -1)
-    return positions, 0
 
 
 def prompt_embeddings(model: PreTrainedModel, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -700,7 +724,7 @@ class Budget:
         gib = lambda value: round(value / 2**30, 3)  # noqa: E731
         return {"vram_gib": gib(self.vram), "weights_gib": gib(self.weights), "prefill_peak_gib": gib(self.prefill_peak),
                 "graphs_gib": gib(self.graphs), "slot_mib": round(self.slot_bytes / MIB, 1), "slots": self.slots,
-                "ceiling": self.ceiling}  # fmt: skip
+                "ceiling": self.ceiling, "notes": self.notes}  # fmt: skip
 
 
 # What the captured graphs of every bucket may take beside the pool (logits, scores, temporaries:
@@ -714,7 +738,7 @@ def build_engine(
     ceiling: int,
     max_prompt_tokens: int,
     max_new_tokens: int,
-    prefill_chunk: int = 512,
+    prefill_chunk: int = 2048,
     grammars: Callable[[], Grammars] | None = None,
     cuda_graphs: bool = False,
     constrained_graphs: bool = False,
@@ -726,10 +750,32 @@ def build_engine(
     (DESCRIBER_BATCH_SIZE). On CUDA the budget is ``max_vram`` (MODEL_MAX_VRAM) less what the
     weights take now, the measured peak of ``warmup()``'s prefill (a largest prompt), the graphs and
     a margin; ``kv_budget_bytes`` gives the slots' bytes directly (tests, and the CPU)."""
-    stack = _TextStack(model)
     length = max_prompt_tokens + max_new_tokens
-    per_slot = slot_bytes(stack, slot_columns(length))
+    budget = _first_budget(model, length, ceiling, max_vram, kv_budget_bytes, warmup, prefill_chunk)
+    checked = bool(budget.vram) and kv_budget_bytes is None and _TextStack(model).device.type == "cuda"
+    while True:
+        engine = Engine(model, slots=budget.slots, slot_length=length, prefill_chunk=prefill_chunk,
+                        grammars=grammars, cuda_graphs=cuda_graphs, constrained_graphs=constrained_graphs)  # fmt: skip
+        engine.capture_graphs()
+        fewer = _fewer_slots_if_over(budget) if checked else None
+        if fewer is None:
+            break
+        budget.slots = fewer
+        del engine
+        gc.collect()  # the graphs' step closures hold the old engine in reference cycles
+        torch.cuda.empty_cache()
+    if checked:
+        budget.graphs = max(0, torch.cuda.memory_reserved() - budget.weights - budget.slots * budget.slot_bytes)
+    logger.info("Continuous batching: %s slots of %s tokens (%.0f MiB each); %s", budget.slots, length,
+                budget.slot_bytes / MIB, budget.as_dict())  # fmt: skip
+    return engine, budget
+
+
+def _first_budget(model, length, ceiling, max_vram, kv_budget_bytes, warmup, prefill_chunk) -> Budget:
+    """The slots the budget holds before the graphs are captured (refused below one)."""
+    stack = _TextStack(model)
     cuda = stack.device.type == "cuda"
+    per_slot = slot_bytes(stack, slot_columns(length))
     budget = Budget(max_vram or 0, 0, 0, GRAPH_RESERVE if cuda else 0, per_slot, ceiling, ceiling)
     if cuda:
         torch.cuda.synchronize()
@@ -742,37 +788,28 @@ def build_engine(
         budget.slots = slots_for(kv, per_slot, ceiling)
     if budget.slots < 1:
         raise NoSlot(budget)
-    while True:
-        engine = Engine(model, slots=budget.slots, slot_length=length, prefill_chunk=prefill_chunk,
-                        grammars=grammars, cuda_graphs=cuda_graphs, constrained_graphs=constrained_graphs)  # fmt: skip
-        engine.capture_graphs()
-        if not (cuda and max_vram and kv_budget_bytes is None):
-            break
-        torch.cuda.synchronize()
-        gc.collect()
-        torch.cuda.empty_cache()  # the captures' warm-up runs left blocks cached on their side streams
-        # What is reserved now (weights, pool, graphs) beside a prefill's peak and the margin.
-        over = torch.cuda.memory_reserved() + budget.prefill_peak + max(256 * MIB, max_vram // 20) - max_vram
-        if over <= 0 or budget.slots == 1:
-            break
-        fewer = max(1, budget.slots - max(1, -(-over // per_slot)))
-        budget.notes.append(f"{budget.slots} slots and their graphs reserved {over / MIB:.0f} MiB too much; {fewer} now")
-        budget.slots = fewer
-        del engine
-        gc.collect()  # the graphs' step closures hold the old engine in reference cycles
-        torch.cuda.empty_cache()
-    if cuda:
-        budget.graphs = max(0, torch.cuda.memory_reserved() - budget.weights - budget.slots * per_slot)
-    logger.info("Continuous batching: %s slots of %s tokens (%.0f MiB each) under %s; %s", budget.slots, length,
-                per_slot / MIB, f"{max_vram / 2**30:.2f} GiB" if max_vram else "no memory cap", budget.as_dict())  # fmt: skip
-    return engine, budget
+    return budget
+
+
+def _fewer_slots_if_over(budget: Budget) -> int | None:
+    """After capture: what is reserved now (weights, pool, graphs) beside a prefill's peak and the
+    margin must fit the cap; if not, the slots that would, or None when it fits (or one is left)."""
+    torch.cuda.synchronize()
+    gc.collect()
+    torch.cuda.empty_cache()  # the captures' warm-up runs left blocks cached on their side streams
+    over = torch.cuda.memory_reserved() + budget.prefill_peak + default_margin(budget.vram) - budget.vram
+    if over <= 0 or budget.slots == 1:
+        return None
+    fewer = max(1, budget.slots - max(1, -(-over // budget.slot_bytes)))
+    budget.notes.append(f"{budget.slots} slots and their graphs reserved {over / MIB:.0f} MiB too much; {fewer} now")
+    return fewer
 
 
 def measure_prefill_peak(model: PreTrainedModel, inputs: dict[str, torch.Tensor], chunk: int) -> int:
     """Bytes a prefill of ``inputs`` takes at its peak, the inputs included: the larger of the
     whole-prompt forward (nothing decoding) and the piece-by-piece one (beside decoding rows)."""
     language_model = model.model.language_model
-    keyword = "cache" if "cache" in inspect.signature(language_model.forward).parameters else "past_key_values"
+    keyword = cache_keyword(language_model)
     inputs_bytes = sum(value.numel() * value.element_size() for value in inputs.values() if torch.is_tensor(value))
     peaks = []
     for whole in (True, False):
@@ -796,18 +833,3 @@ def measure_prefill_peak(model: PreTrainedModel, inputs: dict[str, torch.Tensor]
         peaks.append(torch.cuda.max_memory_allocated() - before)
         torch.cuda.empty_cache()
     return max(peaks) + inputs_bytes
-
-
-class NoSlot(InferenceError):
-    """Not even one slot fits the memory budget."""
-
-    def __init__(self, budget: Budget) -> None:
-        gib = lambda value: f"{value / 2**30:.2f} GiB"  # noqa: E731
-        super().__init__(
-            "MODEL_MAX_VRAM (%(vram)s) holds no decoding slot: the weights take %(weights)s, a largest prefill "
-            "%(prefill)s, the decode graphs %(graphs)s, and one slot needs %(slot)s. Raise MODEL_MAX_VRAM, or "
-            "lower DESCRIBER_MAX_PROMPT_TOKENS or DESCRIBER_MAX_NEW_TOKENS.",
-            vram=gib(budget.vram), weights=gib(budget.weights), prefill=gib(budget.prefill_peak),
-            graphs=gib(budget.graphs), slot=gib(budget.slot_bytes),
-        )  # fmt: skip
-        self.budget = budget

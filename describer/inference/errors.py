@@ -70,3 +70,46 @@ class GenerationTimeout(InferenceError):
             ),
             limit=f"{limit_s:.3g}" if limit_s is not None else "?",
         )
+
+
+class PromptTooLong(InferenceError):
+    """A prompt and its answer longer than the continuous-batching engine's slots hold."""
+
+    def __init__(self, *, tokens: int, new: int, slot: int) -> None:
+        super().__init__(
+            _(
+                "The prompt (%(tokens)s tokens) and %(new)s new tokens do not fit the decoder's slots of %(slot)s "
+                "tokens (DESCRIBER_MAX_PROMPT_TOKENS + DESCRIBER_MAX_NEW_TOKENS); try a smaller image, or ask "
+                "the administrator to raise DESCRIBER_MAX_PROMPT_TOKENS."
+            ),
+            tokens=tokens,
+            new=new,
+            slot=slot,
+        )
+
+
+class NoSlot(InferenceError):
+    """MODEL_MAX_VRAM leaves no room for even one decoding slot beside the weights."""
+
+    def __init__(self, budget) -> None:
+        gib = lambda value: f"{value / 2**30:.2f} GiB"  # noqa: E731
+        super().__init__(
+            _(
+                "MODEL_MAX_VRAM (%(vram)s) holds no decoding slot: the weights take %(weights)s, a largest "
+                "prefill %(prefill)s, the decode graphs %(graphs)s, and one slot needs %(slot)s. Raise "
+                "MODEL_MAX_VRAM, or lower DESCRIBER_MAX_PROMPT_TOKENS or DESCRIBER_MAX_NEW_TOKENS."
+            ),
+            vram=gib(budget.vram),
+            weights=gib(budget.weights),
+            prefill=gib(budget.prefill_peak),
+            graphs=gib(budget.graphs),
+            slot=gib(budget.slot_bytes),
+        )
+        self.budget = budget
+
+
+class EngineStopped(InferenceError):
+    default_message = _(
+        "The worker unloaded the model (an adapter switch, or it is stopping) while this job was on it; "
+        "retry the conversion."
+    )

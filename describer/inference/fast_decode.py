@@ -416,18 +416,7 @@ class FastDecoder:
         return int(token[0])
 
     def _prompt_positions(self, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | int]:
-        """3-D M-RoPE positions of a prompt, and the offset of text positions after it (as generate)."""
-        input_ids = inputs["input_ids"]
-        if inputs.get("image_grid_thw") is not None and inputs.get("mm_token_type_ids") is not None:
-            positions, deltas = self.model.model.get_rope_index(
-                input_ids,
-                mm_token_type_ids=inputs["mm_token_type_ids"],
-                image_grid_thw=inputs["image_grid_thw"],
-                attention_mask=inputs.get("attention_mask"),
-            )
-            return positions, deltas[0, 0]
-        positions = torch.arange(input_ids.shape[1], device=input_ids.device).view(1, 1, -1).expand(3, 1, -1)
-        return positions, 0
+        return prompt_positions(self.model, inputs)
 
     def _decode_steps(
         self,
@@ -495,6 +484,21 @@ class FastDecoder:
                 del remaining[row]
             decoded.append(DecodedToken(row, token, finished, cut_off=finished and not ended))
         return decoded
+
+
+def prompt_positions(model: PreTrainedModel, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | int]:
+    """3-D M-RoPE positions of a prompt, and the offset of text positions after it (as generate)."""
+    input_ids = inputs["input_ids"]
+    if inputs.get("image_grid_thw") is not None and inputs.get("mm_token_type_ids") is not None:
+        positions, deltas = model.model.get_rope_index(
+            input_ids,
+            mm_token_type_ids=inputs["mm_token_type_ids"],
+            image_grid_thw=inputs["image_grid_thw"],
+            attention_mask=inputs.get("attention_mask"),
+        )
+        return positions, deltas[0, 0]
+    positions = torch.arange(input_ids.shape[1], device=input_ids.device).view(1, 1, -1).expand(3, 1, -1)
+    return positions, 0
 
 
 def _still_running(remaining: dict[int, int], dropped: Set[int], should_stop: Callable[[], bool]) -> bool:

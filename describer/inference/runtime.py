@@ -21,7 +21,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStr
 
 from describer.inference.constraints import Grammars, RowConstraints
 from describer.inference.engine import Budget, Engine, EngineEvent, EngineRequest, build_engine
-from describer.inference.errors import GenerationTimeout, OutOfMemory
+from describer.inference.errors import EngineStopped, GenerationTimeout, OutOfMemory
 from describer.inference.fast_decode import FastDecoder, RowLimits, unsupported_reason
 from describer.inference.loading import (
     DEFAULT_MAX_IMAGE_PIXELS,
@@ -409,13 +409,19 @@ class DescriberRuntime:
 
     def submit(
         self, rid: Any, request: GenerationRequest, sink: queue.Queue, *, deadline: float | None = None,
-        exclusive: bool = False,
+        exclusive: bool = False, time_limit_s: float | None = None,
     ) -> None:
         """Queue one request on the engine; its ``EngineEvent``s go to ``sink`` (any thread may read
-        it). The inputs are prepared here, on the caller's thread, while the engine decodes."""
+        it). The inputs are prepared here, on the caller's thread, while the engine decodes.
+        ``deadline`` is absolute (``time.monotonic()``); ``time_limit_s`` counts from the start of
+        the request's prefill, so a wait for a slot does not use it up."""
         inputs = self.prepare_inputs([request], on_device=False)  # the engine moves them when their turn comes
         limits = RowLimits(request.max_new_tokens, request.min_new_tokens)
-        self.engine().submit(EngineRequest(rid, inputs, limits, request.grammar, deadline, exclusive), sink)
+        engine_request = EngineRequest(rid, inputs, limits, request.grammar, deadline, exclusive, time_limit_s)
+        self.engine().submit(engine_request, sink)
+
+    def engine_alive(self) -> bool:
+        return self._engine is not None and self._engine.is_alive()
 
     def cancel(self, rid: Any) -> None:
         """The request leaves the engine at its next step; nothing more is sent for it."""
@@ -463,6 +469,8 @@ class DescriberRuntime:
                 try:
                     event = sink.get(timeout=STREAM_POLL_S)
                 except queue.Empty:
+                    if not self.engine_alive():
+                        raise RuntimeError("The decode thread stopped.") from None
                     continue
                 index = event.rid[1]
                 if index not in open_rows or index in stopped:
@@ -676,11 +684,15 @@ class _EngineThread(threading.Thread):
         self._wake.set()
 
     def stop(self) -> None:
+        """Stop stepping; requests still in the engine end with EngineStopped (the worker stops
+        the engine only when it has nothing running)."""
         self._stopping.set()
         self._wake.set()
         self.join(timeout=30)
-        for event in self.engine.fail_all(OutOfMemory()):  # nothing should be left; if so, say it ended
-            self._route([event])
+        if self.is_alive():
+            logger.warning("The decode thread did not stop within 30 s; it is left to end by itself.")
+            return
+        self._route(self.engine.fail_all(EngineStopped(), waiting_too=True))
 
     def run(self) -> None:
         while not self._stopping.is_set():
