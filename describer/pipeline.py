@@ -123,16 +123,22 @@ class JobRunner:
         out of GPU memory, its unfinished jobs run again one by one (the same attempt)."""
         self.held.add(job.pk for job in batch)
         try:
-            rows = [row for row in (self._prepare(job) for job in batch) if row is not None]
-            if rows:
-                self._generate(rows)
+            self._run_claimed(batch)
         except WorkerStopping:
             pass
         except DatabaseError:
             log.warning("database unavailable mid-batch; its unfinished jobs go back to the queue")
             close_old_connections()
         finally:
-            self._give_back_unfinished(batch)
+            self._after_batch(batch)
+
+    def _run_claimed(self, batch: list[Conversion]) -> None:
+        rows = [row for row in (self._prepare(job) for job in batch) if row is not None]
+        if rows:
+            self._generate(rows)
+
+    def _after_batch(self, batch: list[Conversion]) -> None:
+        self._give_back_unfinished(batch)
 
     # --- Preparing ---------------------------------------------------------------------------
 
@@ -327,20 +333,14 @@ class ContinuousRunner(JobRunner):
     def idle(self) -> bool:
         return not self.rows
 
-    def run_batch(self, batch: list[Conversion]) -> None:
-        """Claimed jobs to their ends, through the engine (tests and the static path's callers)."""
-        self.held.add(job.pk for job in batch)
-        try:
-            self.admit_all(batch)
-            while self.rows:
-                self.pump(timeout=0.1)
-        except WorkerStopping:
-            pass
-        except DatabaseError:
-            log.warning("database unavailable mid-batch; its unfinished jobs go back to the queue")
-            close_old_connections()
-        finally:
-            self.abandon(batch)
+    def _run_claimed(self, batch: list[Conversion]) -> None:
+        """``run_batch`` through the engine: admit them all, then stream until every row ended."""
+        self.admit_all(batch)
+        while self.rows:
+            self.pump(timeout=0.1)
+
+    def _after_batch(self, batch: list[Conversion]) -> None:
+        self.abandon(batch)
 
     def admit_all(self, claimed: list[Conversion]) -> None:
         """Admit claimed jobs one by one, the running rows streaming in between. If anything

@@ -193,16 +193,19 @@ class _SlotState:
 
     # --- The step ------------------------------------------------------------------------------
 
-    def forward(self, batch: int) -> None:
-        stack = self.stack
+    def forward(self, batch: int, width: int | None = None) -> None:
+        """``width``: attend over the first columns only (eager steps: the widest reservation of
+        the running rows); a captured graph always spans the whole slot."""
+        stack, width = self.stack, width or self.columns_count
         hidden = stack.embed(self.tokens[:batch, None])
         cos, sin = stack.rotary(hidden, self.positions[:batch].view(1, batch, 1).expand(3, batch, 1))
         # A row attends to its own prompt and tokens and the token it writes now; idle slots
         # (writing into their last column) see finite garbage and are never read.
-        mask = (self.columns[None, :] <= self.write_pos[:batch, None])[:, None, None, :]
-        index = self.write_pos[:batch].view(batch, 1, 1, 1).expand(batch, stack.kv_heads, 1, stack.head_dim)
+        mask = (self.columns[None, :width] <= self.write_pos[:batch, None])[:, None, None, :]
+        write_at = self.write_pos[:batch].clamp_max(width - 1) if width < self.columns_count else self.write_pos[:batch]
+        index = write_at.view(batch, 1, 1, 1).expand(batch, stack.kv_heads, 1, stack.head_dim)
         for number, layer in enumerate(stack.layers):
-            keys, values = self.pool[number, 0, :batch], self.pool[number, 1, :batch]
+            keys, values = self.pool[number, 0, :batch, :, :width], self.pool[number, 1, :batch, :, :width]
             attended = self._attention(layer.self_attn, layer.input_layernorm(hidden), cos, sin, keys, values, mask, index)
             hidden = hidden + attended
             hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
@@ -222,7 +225,7 @@ class _SlotState:
     def _attention(self, attention, hidden, cos, sin, keys, values, mask, index) -> torch.Tensor:
         from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import apply_rotary_pos_emb
 
-        stack, batch, columns = self.stack, hidden.shape[0], self.columns_count
+        stack, batch, columns = self.stack, hidden.shape[0], keys.shape[2]
         query = attention.q_proj(hidden).view(batch, 1, -1, stack.head_dim).transpose(1, 2)
         key = attention.k_proj(hidden).view(batch, 1, -1, stack.head_dim).transpose(1, 2)
         value = attention.v_proj(hidden).view(batch, 1, -1, stack.head_dim).transpose(1, 2)
@@ -251,17 +254,17 @@ class _SlotState:
             self.split_graphs[batch] = (forward, _captured(lambda: self.pick(batch, constrained=True), pool=pool))
         self.clear_idle(0)  # capturing ran the step on whatever the buffers held
 
-    def run(self, batch: int) -> None:
+    def run(self, batch: int, width: int) -> None:
         graph = self.graphs.get(batch)
         if graph is not None:
             graph.replay()
         else:
-            self.forward(batch)
+            self.forward(batch, width)
             self.pick(batch, constrained=False)
 
-    def run_forward(self, batch: int) -> None:
+    def run_forward(self, batch: int, width: int) -> None:
         graphs = self.split_graphs.get(batch)
-        graphs[0].replay() if graphs else self.forward(batch)
+        graphs[0].replay() if graphs else self.forward(batch, width)
 
     def run_pick(self, batch: int) -> None:
         graphs = self.split_graphs.get(batch)
@@ -408,7 +411,7 @@ class Engine:
             events += self._collect(len(self._pending))  # the constrained step needs every token read
             current = self._launch_constrained(batch)
         elif batch:
-            self.state.run(batch)
+            self.state.run(batch, self._width())
             self._pending.append((self.state.read_back(batch), list(self.rows)))
             current = None
         piece = self._prefill_piece(limited=bool(batch)) if (self.prefill or self.admitted) else ("", [])
@@ -536,11 +539,16 @@ class Engine:
 
     def _launch_constrained(self, batch: int) -> tuple[Callable[[], list[int]], list[_Row]]:
         """Forward launched; the grammar masks filled on the host meanwhile and copied; pick launched."""
-        self.state.run_forward(batch)
+        self.state.run_forward(batch, self._width())
         bitmask = self.constraints.fill(range(len(self.rows)))
         self.state.allowed_bits[:batch].copy_(bitmask[:batch], non_blocking=True)
         self.state.run_pick(batch)
         return self.state.read_back(batch), list(self.rows)
+
+    def _width(self) -> int:
+        """Columns an eager step attends over: the widest reservation among the running rows."""
+        widest = max(row.request.prompt_length + row.request.limits.max_new_tokens for row in self.rows)
+        return min(self.slot_length, _round_up(widest, SLOT_LENGTH_STEP))
 
     def _collect(self, count: int) -> list[EngineEvent]:
         events = []
