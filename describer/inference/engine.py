@@ -760,7 +760,7 @@ def build_engine(
     a margin; ``kv_budget_bytes`` gives the slots' bytes directly (tests, and the CPU)."""
     length = max_prompt_tokens + max_new_tokens
     budget = _first_budget(model, length, ceiling, max_vram, kv_budget_bytes, warmup, prefill_chunk)
-    checked = bool(budget.vram) and kv_budget_bytes is None and _TextStack(model).device.type == "cuda"
+    checked = bool(budget.vram) and kv_budget_bytes is None and model.device.type == "cuda"
     while True:
         engine = Engine(model, slots=budget.slots, slot_length=length, prefill_chunk=prefill_chunk,
                         grammars=grammars, cuda_graphs=cuda_graphs, constrained_graphs=constrained_graphs)  # fmt: skip
@@ -781,9 +781,8 @@ def build_engine(
 
 def _first_budget(model, length, ceiling, max_vram, kv_budget_bytes, warmup, prefill_chunk) -> Budget:
     """The slots the budget holds before the graphs are captured (refused below one)."""
-    stack = _TextStack(model)
-    cuda = stack.device.type == "cuda"
-    per_slot = slot_bytes(stack, slot_columns(length))
+    cuda = model.device.type == "cuda"
+    per_slot = slot_bytes(_TextStack(model), slot_columns(length))
     budget = Budget(max_vram or 0, 0, 0, GRAPH_RESERVE if cuda else 0, per_slot, ceiling, ceiling)
     if cuda:
         torch.cuda.synchronize()

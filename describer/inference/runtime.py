@@ -447,9 +447,7 @@ class DescriberRuntime:
         self, requests: list[GenerationRequest], deadline: float | None, stopped: set[int] | None = None
     ) -> Iterator[tuple[int, StreamChunk]]:
         """``stream_batch`` through the engine: each request is submitted, and its events read back."""
-        started = time.monotonic()
-        if deadline is not None and started >= deadline:
-            raise self._timeout(started, deadline)
+        started = self._checked_start(requests, deadline)
         stopped = stopped if stopped is not None else set()
         sink: queue.Queue[EngineEvent] = queue.Queue()
         batch = object()  # rids are (batch, index): unique among every stream on the engine
@@ -458,8 +456,6 @@ class DescriberRuntime:
         error = None
         try:
             for index, request in enumerate(requests):
-                if request.max_new_tokens < 1:
-                    raise ValueError(f"max_new_tokens must be at least 1 (got {request.max_new_tokens}).")
                 self.submit((batch, index), request, sink, deadline=deadline)
                 open_rows.add(index)
             while open_rows and error is None:
@@ -492,12 +488,7 @@ class DescriberRuntime:
     def _stream_decoded(
         self, requests: list[GenerationRequest], deadline: float | None, stopped: set[int] | None = None
     ) -> Iterator[tuple[int, StreamChunk]]:
-        started = time.monotonic()
-        if deadline is not None and started >= deadline:
-            raise self._timeout(started, deadline)
-        for request in requests:
-            if request.max_new_tokens < 1:
-                raise ValueError(f"max_new_tokens must be at least 1 (got {request.max_new_tokens}).")
+        started = self._checked_start(requests, deadline)
         with _oom_as_inference_error("while preparing inputs"):
             prompts = [self.prepare_inputs([request]) for request in requests]
         limits = [RowLimits(request.max_new_tokens, request.min_new_tokens) for request in requests]
@@ -518,6 +509,17 @@ class DescriberRuntime:
         _reraise(thread)
         if stop.deadline_reached:
             raise self._timeout(started, deadline)
+
+    def _checked_start(self, requests: list[GenerationRequest], deadline: float | None) -> float:
+        """Now, once the batch is known to be runnable: a deadline not yet past, every request
+        asking for at least one token (checked before any of them starts)."""
+        started = time.monotonic()
+        if deadline is not None and started >= deadline:
+            raise self._timeout(started, deadline)
+        for request in requests:
+            if request.max_new_tokens < 1:
+                raise ValueError(f"max_new_tokens must be at least 1 (got {request.max_new_tokens}).")
+        return started
 
     def _constraints(self, requests: list[GenerationRequest]) -> RowConstraints | None:
         if not any(request.grammar for request in requests):
